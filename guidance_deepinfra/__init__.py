@@ -1,0 +1,72 @@
+"""Run guidance programs on DeepInfra's hosted models.
+
+    >>> from guidance import gen, assistant, user
+    >>> from guidance_deepinfra import DeepInfra
+    >>> lm = DeepInfra("meta-llama/Llama-3.3-70B-Instruct-Turbo")
+    >>> with user():
+    ...     lm += "Name a colour."
+    >>> with assistant():
+    ...     lm += gen("colour", max_tokens=5)
+
+Importing this package also makes the model reachable as ``guidance.models.DeepInfra``.
+"""
+
+from __future__ import annotations
+
+import guidance.models as _guidance_models
+
+from ._http import DEFAULT_BASE_URL, RetryPolicy
+from ._model import DEFAULT_MODEL, DeepInfra
+from .errors import (
+    APIError,
+    AuthenticationError,
+    ConfigurationError,
+    ConnectionFailedError,
+    ConstraintError,
+    ContextLengthError,
+    DeepInfraError,
+    InvalidParameterError,
+    InvalidProgramError,
+    MissingAPIKeyError,
+    ModelNotFoundError,
+    ProtocolError,
+    RateLimitError,
+    RequestTimeoutError,
+    ServerError,
+    UnsupportedFeatureError,
+)
+from .profile import PROFILES, ModelProfile, UnsupportedFeatureWarning, declare_profile
+from .usage import ConstraintStats, DeepInfraUsage
+
+_guidance_models.DeepInfra = DeepInfra  # type: ignore[attr-defined]
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "APIError",
+    "AuthenticationError",
+    "ConfigurationError",
+    "ConnectionFailedError",
+    "ConstraintError",
+    "ConstraintStats",
+    "ContextLengthError",
+    "DEFAULT_BASE_URL",
+    "DEFAULT_MODEL",
+    "DeepInfra",
+    "DeepInfraError",
+    "DeepInfraUsage",
+    "InvalidParameterError",
+    "InvalidProgramError",
+    "MissingAPIKeyError",
+    "ModelNotFoundError",
+    "ModelProfile",
+    "PROFILES",
+    "ProtocolError",
+    "RateLimitError",
+    "RequestTimeoutError",
+    "RetryPolicy",
+    "ServerError",
+    "UnsupportedFeatureError",
+    "UnsupportedFeatureWarning",
+    "declare_profile",
+]

@@ -1,0 +1,414 @@
+"""The guidance interpreter for DeepInfra.
+
+It subclasses guidance's `BaseOpenAIInterpreter` and keeps its message state and stream handler; what it
+changes is how requests are formed (only DeepInfra's documented fields, `max_tokens`, sampling extras),
+that a partial assistant message is sent last so DeepInfra continues it, and that every chunk passes a tap
+that records usage and cost, keeps reasoning text out of the output, and applies client-side stops.
+Constraint nodes (json, select, regex, grammars) are handled by the mixins in `_constraints`.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from guidance._ast import (
+    ImageUrl,
+    JoinNode,
+    JsonNode,
+    LiteralNode,
+    RegexNode,
+    RuleNode,
+    SelectNode,
+    ToolCallNode,
+)
+from guidance._tools import Tool
+from guidance.models._openai_base import (
+    BaseOpenAIInterpreter,
+    ContentMessage,
+    ImageUrlContent,
+    ImageUrlContentInner,
+    Message,
+    OpenAIImageMixin,
+    OpenAIState,
+    TextContent,
+)
+from guidance.trace import OutputAttr, TextOutput
+from openai.types.chat import ChatCompletionChunk
+from openai.types.chat.chat_completion_chunk import Choice, ChoiceDelta
+from pydantic import TypeAdapter
+
+from . import _request
+from ._http import Transport
+from ._stops import StopScanner, StopSpec, stop_spec_for
+from .errors import InvalidProgramError, UnsupportedFeatureError
+from .profile import ModelProfile, ProfileRegistry, profile_field_for
+from .usage import DeepInfraUsage
+
+_MESSAGES = TypeAdapter(list[Message])
+
+
+class DeepInfraState(OpenAIState):
+    """guidance's OpenAI message state plus what DeepInfra reports: usage, cost, reasoning, finish reasons."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.usage = DeepInfraUsage()
+        #: Reasoning text (``reasoning_content``) of each call that had any, oldest first.
+        self.reasoning: list[str] = []
+        self.finish_reasons: list[str | None] = []
+
+
+@dataclass
+class CallResult:
+    """The outcome of one request whose text was collected rather than written into the program."""
+
+    text: str
+    finish_reason: str | None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    reasoning: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class DeepInfraBaseInterpreter(BaseOpenAIInterpreter):
+    """Chat generation on DeepInfra; constraint mixins override `constrained_rule`."""
+
+    #: Attributes shared, not copied, when guidance copies a model state on every ``lm += ...``.
+    _SHARED = frozenset({"client", "transport", "profiles"})
+
+    def __init__(
+        self,
+        model: str,
+        transport: Transport,
+        *,
+        profiles: ProfileRegistry,
+        request_defaults: dict[str, Any] | None = None,
+        logprobs: bool = True,
+        top_logprobs: int | None = 5,
+        max_attempts: int = 3,
+    ) -> None:
+        super().__init__(model=model, client=cast(Any, transport))
+        self.state: DeepInfraState = DeepInfraState()
+        self.transport = transport
+        self.profiles = profiles
+        self.request_defaults = _request.check_defaults(request_defaults)
+        self.logprobs = logprobs
+        self.top_k = top_logprobs
+        self.max_attempts = max_attempts
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(model={self.model!r}, base_url={self.transport.base_url!r})"
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> DeepInfraBaseInterpreter:
+        cls = self.__class__
+        result = cls.__new__(cls)
+        memo[id(self)] = result
+        for key, value in self.__dict__.items():
+            setattr(result, key, value if key in self._SHARED else copy.deepcopy(value, memo))
+        return result
+
+    @property
+    def profile(self) -> ModelProfile:
+        return self.profiles.get(self.model)
+
+    # ----------------------------------------------------------------- messages and requests
+
+    def request_messages(self, *, continuation: bool = True) -> list[dict[str, Any]]:
+        """The conversation as DeepInfra receives it; a partial assistant message goes last to be continued."""
+        messages = list(self.state.messages)
+        active = self.state.get_active_message()
+        if active is not None and (continuation or self.state.active_role != "assistant"):
+            messages.append(active)
+        return [_compact(m) for m in _MESSAGES.dump_python(messages, mode="json")]
+
+    def _check_can_generate(self) -> None:
+        if self.state.active_role != "assistant":
+            raise InvalidProgramError(
+                "DeepInfra models generate only as the assistant: put gen/select/json inside `with assistant():`"
+            )
+        if self.state.content and not self.profile.continuation:
+            raise UnsupportedFeatureError(
+                f"model {self.model!r} is declared without response continuation, so prefilled assistant text "
+                "cannot be sent",
+                feature="continuation",
+                model=self.model,
+            )
+        if any(not isinstance(c, TextContent) for c in self.state.content):
+            raise InvalidProgramError("an assistant message can only be prefilled with text")
+
+    def build_body(
+        self,
+        *,
+        messages: list[dict[str, Any]] | None = None,
+        sampling_params: dict[str, Any] | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        stop: list[str] | None = None,
+        response_format: dict[str, Any] | None = None,
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: str | None = None,
+    ) -> dict[str, Any]:
+        """The request body for the current state (pure: no I/O)."""
+        profile = self.profile
+        return _request.chat_body(
+            model=self.model,
+            messages=messages if messages is not None else self.request_messages(),
+            defaults=self.request_defaults,
+            sampling=_request.sampling_fields(sampling_params),
+            temperature=temperature,
+            max_tokens=max_tokens,
+            stop=stop,
+            response_format=response_format,
+            tools=tools,
+            tool_choice=tool_choice,
+            logprobs=self.logprobs and profile.logprobs,
+            top_logprobs=self.top_k,
+        )
+
+    def open_stream(self, body: dict[str, Any], stack: ExitStack) -> Iterator[ChatCompletionChunk]:
+        """Send `body`; if the model refuses logprobs, learn that and resend without them."""
+        while True:
+            try:
+                chunks = stack.enter_context(self.transport.stream_chat(body, model=self.model))
+            except UnsupportedFeatureError as exc:
+                fmt = (body.get("response_format") or {}).get("type")
+                field_name = profile_field_for(exc.feature or "", fmt)
+                if field_name is not None:
+                    self.profiles.learn_unsupported(self.model, field_name, exc.message)
+                if field_name == "logprobs" and "logprobs" in body:
+                    body = {k: v for k, v in body.items() if k not in ("logprobs", "top_logprobs")}
+                    continue
+                raise
+            self.state.usage.calls += 1
+            return chunks
+
+    # ----------------------------------------------------------------- streaming
+
+    def tap(
+        self,
+        chunks: Iterator[ChatCompletionChunk],
+        scanner: StopScanner | None = None,
+        on_finish: Callable[[str | None], None] | None = None,
+    ) -> Iterator[ChatCompletionChunk]:
+        """Pass chunks on after recording usage, cost, reasoning and finish reason, and applying stops."""
+        reasoning: list[str] = []
+        finish_reason: str | None = None
+        saw_usage = False
+        try:
+            for chunk in chunks:
+                if chunk.usage is not None:
+                    saw_usage = True
+                    self.state.usage.add_chunk_usage(chunk.usage)
+                if not chunk.choices:
+                    continue
+                choice = chunk.choices[0]
+                delta = choice.delta
+                extra = delta.model_extra or {}
+                piece = extra.get("reasoning_content") or extra.get("reasoning")
+                if isinstance(piece, str) and piece:
+                    reasoning.append(piece)
+                if choice.finish_reason is not None:
+                    finish_reason = choice.finish_reason
+                if delta.tool_calls and not delta.content:
+                    delta.content = None
+                if scanner is not None and delta.content:
+                    shown = scanner.feed(delta.content)
+                    if shown != delta.content:
+                        delta.content = shown
+                        choice.logprobs = None
+                    yield chunk
+                    if scanner.done:
+                        finish_reason = "stop"
+                        break
+                    continue
+                yield chunk
+            if scanner is not None:
+                rest = scanner.finish()
+                if rest:
+                    yield _text_chunk(rest, self.model)
+        finally:
+            if reasoning:
+                self.state.reasoning.append("".join(reasoning))
+            if not saw_usage:
+                self.state.usage.calls_without_usage += 1
+            self.state.finish_reasons.append(finish_reason)
+            if on_finish is not None:
+                on_finish(finish_reason)
+
+    def stream_into_state(
+        self,
+        body: dict[str, Any],
+        *,
+        tools: dict[str, Tool] | None = None,
+        scanner: StopScanner | None = None,
+    ) -> Iterator[OutputAttr]:
+        """Run one request, writing its text into the program as it streams (guidance's stream handler)."""
+        with ExitStack() as stack:
+            chunks = self.open_stream(body, stack)
+            yield from self._handle_stream(self.tap(chunks, scanner), tools)
+
+    def collect(
+        self,
+        body: dict[str, Any],
+        *,
+        on_text: Callable[[str], None] | None = None,
+    ) -> CallResult:
+        """Run one request and return its text without touching the program (for checked attempts)."""
+        texts: list[str] = []
+        finish: list[str | None] = []
+        before = (self.state.usage.prompt_tokens, self.state.usage.completion_tokens)
+        reasoning_before = len(self.state.reasoning)
+        with ExitStack() as stack:
+            chunks = self.open_stream(body, stack)
+            for chunk in self.tap(chunks, on_finish=finish.append):
+                if chunk.choices and chunk.choices[0].delta.content:
+                    texts.append(chunk.choices[0].delta.content)
+                    if on_text is not None:
+                        on_text(chunk.choices[0].delta.content)
+        after = (self.state.usage.prompt_tokens, self.state.usage.completion_tokens)
+        return CallResult(
+            text="".join(texts),
+            finish_reason=finish[0] if finish else None,
+            prompt_tokens=after[0] - before[0],
+            completion_tokens=after[1] - before[1],
+            reasoning="".join(self.state.reasoning[reasoning_before:]),
+        )
+
+    # ----------------------------------------------------------------- guidance node handlers
+
+    def _run(self, tools: dict[str, Tool] | None = None, **kwargs: Any) -> Iterator[OutputAttr]:
+        """Unconstrained generation (guidance calls this for a plain ``gen()``)."""
+        self._check_can_generate()
+        body = self.build_body(sampling_params=kwargs.get("sampling_params"))
+        yield from self.stream_into_state(body, tools=tools)
+
+    def rule(self, node: RuleNode, **kwargs: Any) -> Iterator[OutputAttr]:
+        if isinstance(node.value, RegexNode) and node.value.regex is None:
+            yield from self.gen_text(node, **kwargs)
+        else:
+            yield from self.constrained_rule(node, **kwargs)
+
+    def gen_text(self, node: RuleNode, **kwargs: Any) -> Iterator[OutputAttr]:
+        """``gen()`` without a regex: stops, suffix and stop capture handled as a local model would."""
+        self._check_can_generate()
+        spec = stop_spec_for(node.stop, node.suffix)
+        scanner = StopScanner(spec) if spec is not None else None
+        api_stops = spec.api_stops if spec is not None and not node.stop_capture else []
+        body = self.build_body(
+            sampling_params=kwargs.get("sampling_params"),
+            temperature=node.temperature,
+            max_tokens=node.max_tokens,
+            stop=api_stops or None,
+        )
+        generated = ""
+        for attr in self.stream_into_state(body, scanner=scanner):
+            if isinstance(attr, TextOutput) and not attr.is_input:
+                generated += attr.value
+            yield attr
+        stopped = scanner is not None and scanner.done
+        if spec is not None and spec.emit_suffix and stopped:
+            self.state.apply_text(spec.emit_suffix)
+            yield TextOutput(value=spec.emit_suffix, is_input=True)
+        if node.capture:
+            yield self.state.apply_capture(node.capture, generated, log_prob=None, is_append=node.list_append)
+        if node.stop_capture:
+            yield self.state.apply_capture(node.stop_capture, scanner.stop_text if scanner else "", log_prob=None)
+
+    def constrained_rule(self, node: RuleNode, **kwargs: Any) -> Iterator[OutputAttr]:
+        """Overridden by the constraint mixins; reached only for constructs none of them handles."""
+        raise InvalidProgramError(f"this construct is not supported on DeepInfra: {_describe(node)}")
+
+    def json(self, node: JsonNode, **kwargs: Any) -> Iterator[OutputAttr]:
+        return self.rule(RuleNode(name="json", value=node), **kwargs)
+
+    def select(self, node: SelectNode, **kwargs: Any) -> Iterator[OutputAttr]:
+        return self.rule(RuleNode(name="select", value=node), **kwargs)
+
+    def regex(self, node: RegexNode, **kwargs: Any) -> Iterator[OutputAttr]:
+        return self.rule(RuleNode(name="regex", value=node), **kwargs)
+
+    def grammar(self, node: Any, **kwargs: Any) -> Iterator[OutputAttr]:
+        return self.rule(RuleNode(name="grammar", value=node), **kwargs)
+
+    def join(self, node: JoinNode, **kwargs: Any) -> Iterator[OutputAttr]:
+        """Run a join part by part when each part is self-contained (text, gen, select, json)."""
+        if all(_runs_alone(part) for part in node.nodes):
+            for part in node.nodes:
+                yield from self.run(part, **kwargs)
+        else:
+            yield from self.rule(RuleNode(name="join", value=node), **kwargs)
+
+    def tool_call(self, node: ToolCallNode, **kwargs: Any) -> Iterator[OutputAttr]:
+        self._check_can_generate()
+        if not self.profile.tools:
+            raise UnsupportedFeatureError(
+                f"Tool calling is not supported for model: {self.model}", feature="tools", model=self.model
+            )
+        tools = [_tool_spec(name, tool) for name, tool in node.tools.items()]
+        body = self.build_body(
+            sampling_params=kwargs.get("sampling_params"), tools=tools, tool_choice=node.tool_choice
+        )
+        yield from self.stream_into_state(body, tools=node.tools)
+
+
+class DeepInfraImageMixin(OpenAIImageMixin):
+    """Images go to DeepInfra's vision models as ``image_url`` content parts (data URLs for blobs)."""
+
+    def image_url(self, node: ImageUrl, **kwargs: Any) -> Iterator[OutputAttr]:
+        # Passed by reference: DeepInfra fetches the URL, so nothing is downloaded here.
+        self.state.content.append(ImageUrlContent(type="image_url", image_url=ImageUrlContentInner(url=node.url)))
+        yield TextOutput(value="", is_input=True)
+
+
+def _compact(message: dict[str, Any]) -> dict[str, Any]:
+    """Send text-only content as a plain string, the form every DeepInfra chat template accepts."""
+    content = message.get("content")
+    if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text" for p in content):
+        message = dict(message)
+        message["content"] = "".join(p["text"] for p in content)
+    return message
+
+
+def _text_chunk(text: str, model: str) -> ChatCompletionChunk:
+    return ChatCompletionChunk(
+        id="held-back-text",
+        object="chat.completion.chunk",
+        created=0,
+        model=model,
+        choices=[Choice(index=0, delta=ChoiceDelta(content=text), finish_reason=None)],
+    )
+
+
+def _tool_spec(name: str, tool: Tool) -> dict[str, Any]:
+    spec = tool.with_name(name).to_openai_style()
+    if spec.get("type") != "function":
+        raise InvalidProgramError(f"tool {name!r}: DeepInfra supports only function tools, not {spec.get('type')!r}")
+    function = {k: v for k, v in spec["function"].items() if k in ("name", "description", "parameters")}
+    return {"type": "function", "function": function}
+
+
+def _runs_alone(node: Any) -> bool:
+    if isinstance(node, LiteralNode):
+        return True
+    if isinstance(node, RuleNode):
+        return isinstance(node.value, (RegexNode, SelectNode, JsonNode)) or node.capture is not None
+    return isinstance(node, (SelectNode, JsonNode))
+
+
+def _describe(node: Any) -> str:
+    text = repr(node)
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+__all__ = [
+    "CallResult",
+    "ContentMessage",
+    "DeepInfraBaseInterpreter",
+    "DeepInfraImageMixin",
+    "DeepInfraState",
+    "StopSpec",
+]

@@ -1,0 +1,158 @@
+"""`DeepInfra`: the guidance model object users create."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from guidance._schema import SamplingParams
+from guidance.models import Model
+
+from ._http import DEFAULT_BASE_URL, RetryPolicy, Transport
+from ._interpreter import DeepInfraBaseInterpreter, DeepInfraImageMixin, DeepInfraState
+from .errors import ConfigurationError, MissingAPIKeyError
+from .profile import PROFILES, ModelProfile, ProfileRegistry
+from .usage import DeepInfraUsage
+
+#: The model used when none is named: a current DeepInfra chat model with JSON mode and tool calling.
+DEFAULT_MODEL = "meta-llama/Llama-3.3-70B-Instruct-Turbo"
+
+API_KEY_VARIABLES = ("DEEPINFRA_API_KEY", "DEEPINFRA_TOKEN")
+
+
+def _interpreter_class() -> type[DeepInfraBaseInterpreter]:
+    # Imported late so that the constraint mixins can import the base interpreter without a cycle.
+    from ._constraints import DeepInfraInterpreter
+
+    return DeepInfraInterpreter
+
+
+def resolve_api_key(api_key: str | None) -> str:
+    """The key from the argument, then DEEPINFRA_API_KEY, then DEEPINFRA_TOKEN."""
+    if api_key:
+        return api_key
+    for name in API_KEY_VARIABLES:
+        value = os.environ.get(name)
+        if value:
+            return value
+    raise MissingAPIKeyError(
+        "no DeepInfra API key: pass api_key=... or set DEEPINFRA_API_KEY (or DEEPINFRA_TOKEN) in the environment"
+    )
+
+
+def resolve_base_url(base_url: str | None) -> str:
+    """The base URL from the argument, then DEEPINFRA_BASE_URL, then DeepInfra's OpenAI-compatible endpoint."""
+    return base_url or os.environ.get("DEEPINFRA_BASE_URL") or DEFAULT_BASE_URL
+
+
+class DeepInfra(Model):
+    """A guidance model backed by a DeepInfra-hosted chat model.
+
+    Parameters
+    ----------
+    model:
+        DeepInfra model name, e.g. ``"meta-llama/Llama-3.3-70B-Instruct-Turbo"`` (the default).
+    api_key:
+        Defaults to ``DEEPINFRA_API_KEY``, then ``DEEPINFRA_TOKEN``. A missing key fails here, not at the
+        first request.
+    base_url:
+        Defaults to ``DEEPINFRA_BASE_URL``, then ``https://api.deepinfra.com/v1/openai``.
+    sampling_params:
+        guidance sampling parameters; ``top_k``, ``min_p`` and ``repetition_penalty`` are passed to
+        DeepInfra (guidance's own OpenAI backend refuses them).
+    echo:
+        Render the program as it runs (in notebooks), as every guidance model does.
+    max_retries, timeout:
+        Retries for 429/5xx/timeouts (exponential backoff with jitter, Retry-After honoured) and the
+        per-request timeout in seconds.
+    request_defaults:
+        Documented DeepInfra fields sent with every request, e.g. ``{"seed": 7, "service_tier": "priority",
+        "reasoning_effort": "none"}``. Unknown fields are refused here.
+    logprobs, top_logprobs:
+        Ask for token log probabilities (guidance's token view uses them); dropped automatically for a model
+        that refuses them.
+    profile:
+        Declare the model's capabilities (see `ModelProfile`) instead of learning them from refusals.
+    max_attempts:
+        Default bound on attempts for client-checked constraints (JSON validation, regex, grammars).
+    client_kwargs:
+        Passed to ``openai.OpenAI`` (e.g. ``http_client``, ``default_headers``).
+    """
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        sampling_params: SamplingParams | None = None,
+        echo: bool = True,
+        max_retries: int = 4,
+        timeout: float | None = 120.0,
+        request_defaults: dict[str, Any] | None = None,
+        logprobs: bool = True,
+        top_logprobs: int | None = 5,
+        profile: ModelProfile | None = None,
+        max_attempts: int = 3,
+        retry: RetryPolicy | None = None,
+        profiles: ProfileRegistry | None = None,
+        **client_kwargs: Any,
+    ) -> None:
+        if not isinstance(model, str) or not model.strip():
+            raise ConfigurationError(f"model must be a non-empty DeepInfra model name, got {model!r}")
+        if max_attempts < 1:
+            raise ConfigurationError(f"max_attempts must be at least 1, got {max_attempts}")
+        key = resolve_api_key(api_key)
+        policy = retry or RetryPolicy()
+        policy.max_retries = max_retries
+        transport = Transport(
+            api_key=key, base_url=resolve_base_url(base_url), timeout=timeout, retry=policy, **client_kwargs
+        )
+        registry = profiles or PROFILES
+        if profile is not None:
+            registry.declare(model, profile)
+        interpreter_cls = type("DeepInfraInterpreter", (DeepInfraImageMixin, _interpreter_class()), {})
+        interpreter = interpreter_cls(
+            model,
+            transport,
+            profiles=registry,
+            request_defaults=request_defaults,
+            logprobs=logprobs,
+            top_logprobs=top_logprobs,
+            max_attempts=max_attempts,
+        )
+        super().__init__(
+            interpreter=interpreter,
+            sampling_params=sampling_params if sampling_params is not None else SamplingParams(),  # type: ignore[typeddict-item]
+            echo=echo,
+        )
+
+    def __repr__(self) -> str:
+        return f"DeepInfra(model={self.model_name!r})"
+
+    @property
+    def model_name(self) -> str:
+        return str(self._interpreter.model)  # type: ignore[attr-defined]
+
+    @property
+    def _state(self) -> DeepInfraState:
+        return self._interpreter.state  # type: ignore[return-value]
+
+    @property
+    def usage(self) -> DeepInfraUsage:
+        """Calls, tokens, DeepInfra's estimated cost and constraint work accumulated by this program."""
+        return self._state.usage
+
+    @property
+    def reasoning(self) -> list[str]:
+        """Reasoning text of each call from a reasoning model, kept out of the program text and captures."""
+        return list(self._state.reasoning)
+
+    @property
+    def finish_reasons(self) -> list[str | None]:
+        """DeepInfra's ``finish_reason`` for each call, oldest first."""
+        return list(self._state.finish_reasons)
+
+    @property
+    def transport(self) -> Transport:
+        return self._interpreter.transport  # type: ignore[attr-defined,no-any-return]

@@ -1,0 +1,44 @@
+"""The `guidance-deepinfra` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="guidance-deepinfra", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="run the example programs (live with a key, else replaying cassettes)")
+    group = demo.add_mutually_exclusive_group()
+    group.add_argument("--live", dest="mode", action="store_const", const="live", help="force live calls")
+    group.add_argument("--replay", dest="mode", action="store_const", const="replay", help="force replay")
+    group.add_argument(
+        "--record", dest="mode", action="store_const", const="record",
+        help="re-record every cassette live (needs DEEPINFRA_API_KEY)",
+    )
+    group.add_argument(
+        "--synthesize", dest="mode", action="store_const", const="synthesize",
+        help="write cassettes from the documented wire format with the loopback fake server",
+    )
+    demo.add_argument("--cassettes", type=Path, default=None, help="cassette directory (default: ./cassettes)")
+    demo.add_argument("names", nargs="*", help="scenario names (default: all)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "demo":
+        from .demo import SCENARIOS, run_demo
+
+        unknown = [n for n in args.names if n not in SCENARIOS]
+        if unknown:
+            print(f"unknown scenario(s) {unknown}; known: {sorted(SCENARIOS)}", file=sys.stderr)
+            return 2
+        return 1 if run_demo(args.mode, args.names or None, args.cassettes) else 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

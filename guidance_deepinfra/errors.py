@@ -1,0 +1,252 @@
+"""Typed errors raised by guidance-deepinfra.
+
+Every error that comes from DeepInfra carries the HTTP status and DeepInfra's own message, so a user can
+tell a missing capability from a bad key from a busy model without reading tracebacks. Errors found in the
+user's program (a bad schema, an empty select, an invalid regex) are raised before any request is sent.
+None of these errors ever holds the API key: messages are built from response bodies and our own text only.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+
+class DeepInfraError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        param: str | None = None,
+        error_type: str | None = None,
+        model: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.param = param
+        self.error_type = error_type
+        self.model = model
+
+    def __str__(self) -> str:
+        parts = [self.message]
+        if self.status is not None:
+            parts.append(f"(HTTP {self.status})")
+        if self.model:
+            parts.append(f"[model: {self.model}]")
+        return " ".join(parts)
+
+
+class ConfigurationError(DeepInfraError, ValueError):
+    """The plugin was set up wrongly (missing key, malformed base_url, unknown option)."""
+
+
+class MissingAPIKeyError(ConfigurationError):
+    """No API key was given and none was found in the environment."""
+
+
+class InvalidProgramError(DeepInfraError, ValueError):
+    """The guidance program asks for something that cannot be sent (bad schema, empty select, bad regex)."""
+
+
+class APIError(DeepInfraError):
+    """DeepInfra answered with an error status."""
+
+
+class AuthenticationError(APIError):
+    """401/403: the key is missing, wrong or lacks access."""
+
+
+class ModelNotFoundError(APIError):
+    """404 or a 'model not found' message: the model name is unknown to DeepInfra."""
+
+
+class ContextLengthError(APIError):
+    """The prompt plus max_tokens does not fit the model's context window."""
+
+
+class UnsupportedFeatureError(APIError):
+    """The model does not support a requested feature (response_format, tools, logprobs...).
+
+    `feature` names the request field DeepInfra rejected, e.g. ``"response_format"`` or ``"tools"``.
+    """
+
+    def __init__(self, message: str, *, feature: str | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.feature = feature
+
+
+class InvalidParameterError(APIError):
+    """400/422: DeepInfra refused a parameter value."""
+
+
+class RateLimitError(APIError):
+    """429 that persisted through every retry."""
+
+
+class ServerError(APIError):
+    """5xx that persisted through every retry."""
+
+
+class ProtocolError(DeepInfraError):
+    """The server answered something that is not a valid chat completion (garbage, bad SSE, empty choices)."""
+
+
+class RequestTimeoutError(DeepInfraError):
+    """The request or the stream did not complete within the configured timeout (after retries)."""
+
+
+class ConnectionFailedError(DeepInfraError):
+    """The server could not be reached (after retries)."""
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One try at satisfying a client-side constraint: what came back and why it was refused."""
+
+    text: str
+    errors: tuple[str, ...]
+    strategy: str = "generate"
+
+
+class ConstraintError(DeepInfraError):
+    """A constraint could not be satisfied within its bounds; the capture was not set.
+
+    `constraint` describes what was asked for, `attempts` holds every try with its text and the reasons it
+    was refused, so that nothing is hidden and nothing wrong is handed back.
+    """
+
+    def __init__(self, message: str, *, constraint: str, attempts: list[Attempt], **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.constraint = constraint
+        self.attempts = list(attempts)
+
+    @property
+    def last_output(self) -> str | None:
+        return self.attempts[-1].text if self.attempts else None
+
+    def __str__(self) -> str:
+        lines = [super().__str__(), f"constraint: {self.constraint}", f"attempts: {len(self.attempts)}"]
+        for i, attempt in enumerate(self.attempts, 1):
+            shown = attempt.text if len(attempt.text) <= 300 else attempt.text[:300] + "..."
+            lines.append(f"  {i}. [{attempt.strategy}] {shown!r}")
+            for err in attempt.errors[:5]:
+                lines.append(f"     - {err}")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class ErrorBody:
+    """DeepInfra's error body reduced to what we use. DeepInfra sends three shapes; see `parse_error_body`."""
+
+    message: str
+    error_type: str | None = None
+    param: str | None = None
+
+
+def parse_error_body(body: Any) -> ErrorBody:
+    """Read DeepInfra's error body in any of its shapes.
+
+    - ``{"error": {"message", "type", "param"}}`` (OpenAI style, used for 405 on formats and tools)
+    - ``{"detail": [{"loc", "msg", "type"}]}`` (FastAPI 422 validation errors)
+    - ``{"detail": "..."}``
+    Anything else (HTML, plain text, bytes) becomes its text, shortened.
+    """
+    if isinstance(body, (bytes, bytearray)):
+        body = body.decode("utf-8", errors="replace")
+    if isinstance(body, str):
+        try:
+            body = json.loads(body)
+        except ValueError:
+            text = body.strip()
+            return ErrorBody(message=(text[:300] + "...") if len(text) > 300 else (text or "(empty body)"))
+    if isinstance(body, dict):
+        err = body.get("error")
+        if isinstance(err, dict):
+            message = str(err.get("message") or err.get("msg") or json.dumps(err))
+            return ErrorBody(message=message, error_type=_opt_str(err.get("type")), param=_opt_str(err.get("param")))
+        if isinstance(err, str):
+            return ErrorBody(message=err)
+        detail = body.get("detail")
+        if isinstance(detail, str):
+            return ErrorBody(message=detail)
+        if isinstance(detail, list) and detail:
+            messages = []
+            param = None
+            error_type = None
+            for item in detail:
+                if not isinstance(item, dict):
+                    messages.append(str(item))
+                    continue
+                loc = item.get("loc") or []
+                loc_names = [str(x) for x in loc if x != "body"]
+                where = ".".join(loc_names)
+                msg = str(item.get("msg", ""))
+                messages.append(f"{where}: {msg}" if where else msg)
+                if param is None and loc_names:
+                    param = loc_names[0]
+                if error_type is None and item.get("type"):
+                    error_type = str(item["type"])
+            return ErrorBody(message="; ".join(messages), error_type=error_type, param=param)
+        if "message" in body:
+            return ErrorBody(message=str(body["message"]))
+    text = json.dumps(body) if not isinstance(body, str) else body
+    return ErrorBody(message=text[:300])
+
+
+def _opt_str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+_FEATURE_HINTS: tuple[tuple[str, str], ...] = (
+    ("response format is not supported", "response_format"),
+    ("response_format", "response_format"),
+    ("tool calling is not supported", "tools"),
+    ("tools are not supported", "tools"),
+    ("logprobs", "logprobs"),
+    ("top_logprobs", "logprobs"),
+)
+
+
+def unsupported_feature(body: ErrorBody) -> str | None:
+    """Name the request field a 4xx refused because the model lacks it, or None.
+
+    Decided on the message and `param`, never on the status alone: DeepInfra uses 405 for a format or tools a
+    model lacks, but the same status can mean other things.
+    """
+    text = body.message.lower()
+    if "not supported" not in text and "unsupported" not in text and "does not support" not in text:
+        return None
+    if body.param in ("response_format", "tools", "tool_choice", "logprobs", "top_logprobs"):
+        return {"tool_choice": "tools", "top_logprobs": "logprobs"}.get(body.param, body.param)
+    for needle, feature in _FEATURE_HINTS:
+        if needle in text:
+            return feature
+    return None
+
+
+def error_from_status(status: int, body: Any, *, model: str | None = None) -> APIError:
+    """Build the typed error for a non-2xx answer from DeepInfra."""
+    parsed = parse_error_body(body)
+    kwargs: dict[str, Any] = dict(status=status, param=parsed.param, error_type=parsed.error_type, model=model)
+    text = parsed.message.lower()
+    feature = unsupported_feature(parsed) if 400 <= status < 500 and status not in (401, 403, 429) else None
+    if status in (401, 403):
+        return AuthenticationError(parsed.message, **kwargs)
+    if status == 429:
+        return RateLimitError(parsed.message, **kwargs)
+    if status >= 500:
+        return ServerError(parsed.message, **kwargs)
+    if feature is not None:
+        return UnsupportedFeatureError(parsed.message, feature=feature, **kwargs)
+    if status == 404 or "model not found" in text or "no such model" in text:
+        return ModelNotFoundError(parsed.message, **kwargs)
+    if "context" in text and ("length" in text or "window" in text or "too long" in text or "exceed" in text):
+        return ContextLengthError(parsed.message, **kwargs)
+    if status == 405:
+        return UnsupportedFeatureError(parsed.message, feature=None, **kwargs)
+    return InvalidParameterError(parsed.message, **kwargs)

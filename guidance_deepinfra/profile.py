@@ -1,0 +1,133 @@
+"""Per-model capability profiles.
+
+DeepInfra serves many models behind one API and they differ: some refuse ``json_object`` or
+``json_schema`` with a 405, some have no tool calling, some may refuse logprobs. A `ModelProfile` says what
+one model supports. It starts optimistic (everything DeepInfra documents), is narrowed when DeepInfra
+refuses a feature for that model (the answer is remembered for the life of the process and a warning is
+issued once), and can be declared up front by the user so no request is wasted on learning it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import warnings
+from dataclasses import dataclass
+from typing import Literal
+
+JsonMode = Literal["json_schema", "json_object", "prompt"]
+
+
+@dataclass(frozen=True)
+class ModelProfile:
+    """What one DeepInfra model supports.
+
+    - ``json_schema``: ``response_format={"type": "json_schema", ...}`` is accepted.
+    - ``json_object``: ``response_format={"type": "json_object"}`` is accepted.
+    - ``regex_format``: ``response_format={"type": "regex", ...}`` (listed in DeepInfra's OpenAPI spec only;
+      unverified, so it is off unless the user turns it on).
+    - ``tools``: ``tools``/``tool_choice`` are accepted.
+    - ``logprobs``: ``logprobs``/``top_logprobs`` are accepted.
+    - ``continuation``: a trailing assistant message is continued (DeepInfra documents this as
+      "response continuation"); when False, prefilled assistant text is refused with a clear error.
+    """
+
+    json_schema: bool = True
+    json_object: bool = True
+    regex_format: bool = False
+    tools: bool = True
+    logprobs: bool = True
+    continuation: bool = True
+
+    def best_json_mode(self, has_schema: bool) -> JsonMode:
+        """The strongest JSON enforcement this model offers for a schema (or a schema-less json())."""
+        if has_schema and self.json_schema:
+            return "json_schema"
+        if self.json_object:
+            return "json_object"
+        if not has_schema and self.json_schema:
+            return "json_schema"
+        return "prompt"
+
+    def without(self, feature: str) -> ModelProfile:
+        """A copy with one feature switched off."""
+        return dataclasses.replace(self, **{feature: False})
+
+
+class ProfileRegistry:
+    """Profiles by model name, shared by every `DeepInfra` model object in the process.
+
+    User declarations always win over what was learned; what was learned lasts for the process's life.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._declared: dict[str, ModelProfile] = {}
+        self._learned: dict[str, ModelProfile] = {}
+        self._warned: set[tuple[str, str]] = set()
+
+    def get(self, model: str) -> ModelProfile:
+        with self._lock:
+            if model in self._declared:
+                return self._declared[model]
+            return self._learned.get(model, ModelProfile())
+
+    def declare(self, model: str, profile: ModelProfile) -> None:
+        """Fix a model's capabilities; nothing is learned for it afterwards."""
+        with self._lock:
+            self._declared[model] = profile
+
+    def learn_unsupported(self, model: str, feature: str, message: str) -> ModelProfile:
+        """Record that `model` refused `feature`; warn once per (model, feature)."""
+        with self._lock:
+            current = self._declared.get(model) or self._learned.get(model, ModelProfile())
+            updated = current.without(feature)
+            if model not in self._declared:
+                self._learned[model] = updated
+            first = (model, feature) not in self._warned
+            self._warned.add((model, feature))
+        if first:
+            warnings.warn(
+                f"DeepInfra model {model!r} does not support {feature} ({message}); "
+                f"falling back for the rest of this process. Declare it with "
+                f"guidance_deepinfra.declare_profile({model!r}, ModelProfile({feature}=False)) to skip the probe.",
+                UnsupportedFeatureWarning,
+                stacklevel=4,
+            )
+        return updated
+
+    def forget(self, model: str | None = None) -> None:
+        """Drop learned (not declared) answers, for one model or all."""
+        with self._lock:
+            if model is None:
+                self._learned.clear()
+                self._warned.clear()
+            else:
+                self._learned.pop(model, None)
+                self._warned = {w for w in self._warned if w[0] != model}
+
+
+class UnsupportedFeatureWarning(UserWarning):
+    """Issued once when a model is found not to support a feature and the plugin falls back."""
+
+
+_FEATURE_FIELDS = {f.name for f in dataclasses.fields(ModelProfile)}
+
+
+def profile_field_for(feature: str, request_format: str | None = None) -> str | None:
+    """Map a refused request field (and the response_format type we sent) to the profile field to clear."""
+    if feature == "response_format":
+        if request_format in ("json_schema", "json_object"):
+            return request_format
+        if request_format == "regex":
+            return "regex_format"
+        return None
+    return feature if feature in _FEATURE_FIELDS else None
+
+
+PROFILES = ProfileRegistry()
+
+
+def declare_profile(model: str, profile: ModelProfile) -> None:
+    """Declare what `model` supports, for every DeepInfra model object in this process."""
+    PROFILES.declare(model, profile)

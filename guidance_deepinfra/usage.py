@@ -1,0 +1,80 @@
+"""What a program has cost on DeepInfra: calls, tokens, dollars, and the work spent on constraints."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class ConstraintStats:
+    """Round trips and tokens spent on one kind of constraint (``json_schema``, ``regex``, ``select``...)."""
+
+    satisfied: int = 0
+    failed: int = 0
+    round_trips: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def round_trips_per_success(self) -> float:
+        return self.round_trips / self.satisfied if self.satisfied else float("nan")
+
+    @property
+    def tokens_per_success(self) -> float:
+        total = self.prompt_tokens + self.completion_tokens
+        return total / self.satisfied if self.satisfied else float("nan")
+
+
+@dataclass
+class DeepInfraUsage:
+    """Totals accumulated on a model state; read with ``lm.usage`` after running a program.
+
+    ``estimated_cost`` is DeepInfra's own ``usage.estimated_cost`` (USD) summed over calls; it reflects the
+    service tier that served each call. Calls cut short on the client (a regex stop) may report no usage;
+    they are counted in ``calls_without_usage``.
+    """
+
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    estimated_cost: float = 0.0
+    calls_without_usage: int = 0
+    constraints: dict[str, ConstraintStats] = field(default_factory=dict)
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def add_chunk_usage(self, usage: Any) -> tuple[int, int]:
+        """Add a stream chunk's ``usage`` object; return its (prompt, completion) tokens."""
+        prompt = int(getattr(usage, "prompt_tokens", 0) or 0)
+        completion = int(getattr(usage, "completion_tokens", 0) or 0)
+        self.prompt_tokens += prompt
+        self.completion_tokens += completion
+        details = getattr(usage, "prompt_tokens_details", None)
+        cached = getattr(details, "cached_tokens", None) if details is not None else None
+        if cached is None and isinstance(details, dict):
+            cached = details.get("cached_tokens")
+        self.cached_tokens += int(cached or 0)
+        extra = getattr(usage, "model_extra", None) or {}
+        cost = extra.get("estimated_cost", getattr(usage, "estimated_cost", None))
+        if isinstance(cost, (int, float)):
+            self.estimated_cost += float(cost)
+        return prompt, completion
+
+    def constraint(self, kind: str) -> ConstraintStats:
+        return self.constraints.setdefault(kind, ConstraintStats())
+
+    def summary(self) -> str:
+        text = (
+            f"{self.calls} call(s), {self.prompt_tokens} prompt + {self.completion_tokens} completion tokens"
+            f" ({self.cached_tokens} cached), estimated cost ${self.estimated_cost:.6f}"
+        )
+        for kind, stats in sorted(self.constraints.items()):
+            text += (
+                f"\n  {kind}: {stats.satisfied} satisfied, {stats.failed} failed, "
+                f"{stats.round_trips} round trip(s)"
+            )
+        return text
