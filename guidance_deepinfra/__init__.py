@@ -35,6 +35,7 @@ from .errors import (
     ServerError,
     UnsupportedFeatureError,
 )
+from .limits import Limits, limits
 from .profile import PROFILES, ModelProfile, UnsupportedFeatureWarning, declare_profile
 from .usage import ConstraintStats, DeepInfraUsage
 
@@ -56,6 +57,7 @@ __all__ = [
     "DeepInfraError",
     "DeepInfraUsage",
     "InvalidParameterError",
+    "Limits",
     "InvalidProgramError",
     "MissingAPIKeyError",
     "ModelNotFoundError",
@@ -69,4 +71,5 @@ __all__ = [
     "UnsupportedFeatureError",
     "UnsupportedFeatureWarning",
     "declare_profile",
+    "limits",
 ]

@@ -108,6 +108,9 @@ def multi_turn(lm: DeepInfra) -> dict[str, Any]:
     return {"haiku": lm["haiku"], "title": lm["title"], "calls": lm.usage.calls, "usage": lm.usage.summary()}
 
 
+# Scenarios for constraints live beside the code they exercise; importing registers them.
+from . import _scenarios_grammar, _scenarios_json  # noqa: E402, F401
+
 # --------------------------------------------------------------------------- running
 
 
