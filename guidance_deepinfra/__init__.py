@@ -17,6 +17,7 @@ import guidance.models as _guidance_models
 
 from ._http import DEFAULT_BASE_URL, RetryPolicy
 from ._model import DEFAULT_MODEL, DeepInfra
+from ._schema_json import json as json  # guidance json() without llguidance build-time refusals
 from .errors import (
     APIError,
     AuthenticationError,

@@ -349,9 +349,7 @@ class DeepInfraBaseInterpreter(BaseOpenAIInterpreter):
                 f"Tool calling is not supported for model: {self.model}", feature="tools", model=self.model
             )
         tools = [_tool_spec(name, tool) for name, tool in node.tools.items()]
-        body = self.build_body(
-            sampling_params=kwargs.get("sampling_params"), tools=tools, tool_choice=node.tool_choice
-        )
+        body = self.build_body(sampling_params=kwargs.get("sampling_params"), tools=tools, tool_choice=node.tool_choice)
         yield from self.stream_into_state(body, tools=node.tools)
 
 
@@ -394,7 +392,11 @@ def _tool_spec(name: str, tool: Tool) -> dict[str, Any]:
 def _runs_alone(node: Any) -> bool:
     if isinstance(node, LiteralNode):
         return True
+    if isinstance(node, JoinNode):  # `"a" + select(...) + "b"` nests joins
+        return all(_runs_alone(part) for part in node.nodes)
     if isinstance(node, RuleNode):
+        if isinstance(node.value, RegexNode) and node.value.regex is not None:
+            return False  # a regex gen is checked with its neighbours as one grammar: one request, not several
         return isinstance(node.value, (RegexNode, SelectNode, JsonNode)) or node.capture is not None
     return isinstance(node, (SelectNode, JsonNode))
 

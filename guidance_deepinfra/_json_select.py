@@ -1,9 +1,379 @@
-"""Server-side constraints: json() and literal select() lowered to DeepInfra's response_format."""
+"""Server-side constraints: json() and literal select() lowered to DeepInfra's response_format.
+
+How each is enforced:
+
+- ``json(schema=...)``: ``response_format={"type": "json_schema", ...}`` carrying the user's schema as is.
+- ``json()`` without a schema: ``response_format={"type": "json_object"}``, plus a one-line system
+  instruction when no message asks for JSON (DeepInfra expects one to).
+- ``select([...])`` over literal strings: a json_schema whose value is an ``enum`` of the options; the JSON
+  string DeepInfra returns is decoded, so the program text and capture are exactly the chosen option.
+
+Whatever the server enforces, every answer is checked on the client (jsonschema against the complete user
+schema, membership for select) before it is written as a capture. A refused answer is retried with the
+reasons fed back, within `limits` (``max_attempts``, ``token_budget``), then `ConstraintError` is raised.
+When a model refuses a response_format, the mode falls back json_schema -> json_object with the schema in
+the prompt -> prompt only (`ModelProfile` remembers it), still validated the same way.
+"""
 
 from __future__ import annotations
 
+import base64
+import json
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+from guidance._ast import JsonNode, LiteralNode, RuleNode, SelectNode
+from guidance.trace import Backtrack, OutputAttr, TextOutput
+
+from . import _schema_prompts as prompts
 from ._interpreter import DeepInfraBaseInterpreter
+from ._schema_check import PreparedSchema, parse_and_check, prepare
+from .errors import Attempt, ConstraintError, InvalidProgramError, UnsupportedFeatureError
+from .limits import current_limits
+from .profile import JsonMode
+
+#: Continuations of one answer cut by ``finish_reason: length`` (when the user set no max_tokens).
+MAX_CONTINUATIONS = 2
+
+
+@dataclass
+class _Spec:
+    """One json/select node, unwrapped from guidance's RuleNode layers."""
+
+    captures: list[tuple[str, bool]] = field(default_factory=list)  # (name, list_append)
+    temperature: float | None = None
+    max_tokens: int | None = None
+    json_node: JsonNode | None = None
+    options: tuple[str, ...] | None = None
+
+
+@dataclass
+class _Outcome:
+    """What one attempt produced: the raw answer, the accepted value (or None), and why it was refused."""
+
+    raw: str
+    value: str | None
+    errors: list[str]
+    fatal: bool = False  # no retry can help (the user's max_tokens cut the answer)
+    written: bool = False  # the accepted value is already in the program (streamed)
 
 
 class JsonSelectMixin(DeepInfraBaseInterpreter):
     """Handles JSON nodes and selects over literal strings."""
+
+    def constrained_rule(self, node: RuleNode, **kwargs: Any) -> Iterator[OutputAttr]:
+        spec = _unwrap(node)
+        if spec is None:
+            yield from super().constrained_rule(node, **kwargs)
+            return
+        if spec.options is not None:
+            yield from self._select(spec, **kwargs)
+        else:
+            yield from self._json(spec, **kwargs)
+
+    # ----------------------------------------------------------------- select
+
+    def _select(self, spec: _Spec, **kwargs: Any) -> Iterator[OutputAttr]:
+        options = spec.options or ()
+        _check_options(options)
+        if len(options) == 1:  # nothing to choose: no request, as guidance does locally
+            self.state.usage.constraint("select").satisfied += 1
+            yield from self._accept(spec, _Outcome(options[0], options[0], []))
+            return
+        self._check_can_generate()
+        enum_schema = {"type": "string", "enum": list(options)}
+        budget = max(len(json.dumps(o).encode()) for o in options) + 24
+        max_tokens = min(spec.max_tokens, budget) if spec.max_tokens else budget
+
+        def request(mode: JsonMode) -> tuple[dict[str, Any] | None, str | None]:
+            if mode == "json_schema":
+                payload = {"name": "select", "schema": enum_schema, "strict": True}
+                return {"type": "json_schema", "json_schema": payload}, None
+            if mode == "json_object":
+                return {"type": "json_object"}, prompts.select_instruction(options, wrapped=True)
+            return None, prompts.select_instruction(options, wrapped=False)
+
+        def attempt(body: dict[str, Any], mode: JsonMode) -> Iterator[OutputAttr]:
+            yield from ()  # not streamed: the program gets the decoded option, not the JSON string
+            result = self.collect(body)
+            choice = _decode_choice(result.text, options)
+            if choice is not None:
+                return _Outcome(result.text, choice, [])
+            if result.finish_reason == "length":
+                reason = f"cut off after {max_tokens} tokens (finish_reason: length)"
+            else:
+                reason = f"{result.text.strip()[:200]!r} is not one of {list(options)}"
+            return _Outcome(result.text, None, [reason])
+
+        yield from self._run_attempts(
+            spec,
+            kind_for=lambda mode: "select",
+            has_schema=True,
+            request=request,
+            attempt=attempt,
+            feedback=lambda out: prompts.select_feedback(out.raw, options),
+            max_tokens=max_tokens,
+            describe=f"select({list(options)!r})",
+            **kwargs,
+        )
+
+    # ----------------------------------------------------------------- json
+
+    def _json(self, spec: _Spec, **kwargs: Any) -> Iterator[OutputAttr]:
+        assert spec.json_node is not None
+        prepared = prepare(spec.json_node.schema)
+        self._check_can_generate()
+        user_schema = spec.json_node.schema
+
+        def request(mode: JsonMode) -> tuple[dict[str, Any] | None, str | None]:
+            if mode == "json_schema":
+                payload = {"name": prepared.name, "schema": prepared.schema, "strict": True}
+                return {"type": "json_schema", "json_schema": payload}, None
+            if mode == "json_object":
+                return {"type": "json_object"}, prompts.json_instruction(user_schema, in_prompt_only=False)
+            return None, prompts.json_instruction(user_schema, in_prompt_only=True)
+
+        def attempt(body: dict[str, Any], mode: JsonMode) -> Iterator[OutputAttr]:
+            return (yield from self._stream_json_attempt(body, prepared, spec.max_tokens))
+
+        yield from self._run_attempts(
+            spec,
+            kind_for=lambda mode: "json_prompt" if mode == "prompt" else mode,
+            has_schema=prepared.user_given,
+            request=request,
+            attempt=attempt,
+            feedback=lambda out: prompts.json_feedback(out.errors),
+            max_tokens=spec.max_tokens,
+            describe=f"json(schema={_short(user_schema)})",
+            **kwargs,
+        )
+
+    def _stream_json_attempt(
+        self, body: dict[str, Any], prepared: PreparedSchema, user_max_tokens: int | None
+    ) -> Iterator[OutputAttr]:
+        """One answer, streamed into the program as it arrives, continued if cut by the server's length.
+
+        Continuation requests carry the partial answer as the trailing assistant message and no
+        response_format (a server grammar would restart the document instead of continuing it).
+        """
+        writer = _Writer(self.state)
+        raw = ""
+        for continuation in range(MAX_CONTINUATIONS + 1):
+            finish: list[str | None] = []
+            with ExitStack() as stack:
+                chunks = self.open_stream(body, stack)
+                for chunk in self.tap(chunks, on_finish=finish.append):
+                    piece = chunk.choices[0].delta.content if chunk.choices else None
+                    if piece:
+                        raw += piece
+                        yield from writer.feed(piece)
+            if not finish or finish[0] != "length":
+                break
+            if user_max_tokens is not None:
+                yield from writer.backtrack()
+                reason = f"the JSON document was cut off at max_tokens={user_max_tokens}; raise max_tokens"
+                return _Outcome(raw, None, [reason], fatal=True)
+            if continuation == MAX_CONTINUATIONS:
+                yield from writer.backtrack()
+                reason = (
+                    f"the JSON document was still cut off (finish_reason: length) after {continuation} "
+                    "continuations; set a larger max_tokens or ask for a shorter document"
+                )
+                return _Outcome(raw, None, [reason], fatal=True)
+            body = _continuation_body(body, raw)
+        document, errors = parse_and_check(raw, prepared)
+        if errors:
+            yield from writer.backtrack()
+            return _Outcome(raw, None, errors)
+        if writer.written != document:  # e.g. a code fence in prompt-only mode
+            yield from writer.backtrack()
+            return _Outcome(raw, document, [])
+        return _Outcome(raw, document, [], written=True)
+
+    # ----------------------------------------------------------------- the attempt loop
+
+    def _run_attempts(
+        self,
+        spec: _Spec,
+        *,
+        kind_for: Any,
+        has_schema: bool,
+        request: Any,
+        attempt: Any,
+        feedback: Any,
+        max_tokens: int | None,
+        describe: str,
+        **kwargs: Any,
+    ) -> Iterator[OutputAttr]:
+        bounds = current_limits(self.max_attempts)
+        max_attempts = bounds.max_attempts or 1
+        base = self.request_messages()
+        prefix = "".join(getattr(c, "text", "") for c in self.state.content)
+        attempts: list[Attempt] = []
+        last: _Outcome | None = None
+        round_trips = 0
+        tokens_before = (self.state.usage.prompt_tokens, self.state.usage.completion_tokens)
+        mode = self.profile.best_json_mode(has_schema)
+        while len(attempts) < max_attempts:
+            mode = self.profile.best_json_mode(has_schema)
+            response_format, instruction = request(mode)
+            messages = base
+            if last is not None:
+                messages = prompts.retry_messages(base, prefix, last.raw, feedback(last))
+            if mode == "json_object" and instruction and not has_schema and prompts.mentions_json(messages):
+                instruction = None
+            body = self.build_body(
+                messages=prompts.with_instruction(messages, instruction),
+                sampling_params=kwargs.get("sampling_params"),
+                temperature=spec.temperature,
+                max_tokens=max_tokens,
+                response_format=response_format,
+            )
+            round_trips += 1
+            try:
+                outcome = yield from attempt(body, mode)
+            except UnsupportedFeatureError as exc:
+                if exc.feature != "response_format" or self.profile.best_json_mode(has_schema) == mode:
+                    self._record(kind_for(mode), round_trips, tokens_before, satisfied=False)
+                    raise
+                continue  # the profile now knows; the same attempt is made with the next mode
+            if outcome.value is not None:
+                self._record(kind_for(mode), round_trips, tokens_before, satisfied=True)
+                yield from self._accept(spec, outcome)
+                return
+            attempts.append(Attempt(text=outcome.raw, errors=tuple(outcome.errors), strategy=mode))
+            last = outcome
+            if outcome.fatal or self._over_budget(bounds.token_budget, tokens_before):
+                break
+        self._record(kind_for(mode), round_trips, tokens_before, satisfied=False)
+        early = len(attempts) < max_attempts
+        spent = " (stopped: no retry can help or the token budget is spent)" if early else ""
+        raise ConstraintError(
+            f"{describe} was not satisfied in {len(attempts)} attempt(s){spent}; last errors: "
+            + "; ".join(attempts[-1].errors[:3]),
+            constraint=describe,
+            attempts=attempts,
+            model=self.model,
+        )
+
+    def _over_budget(self, budget: int | None, before: tuple[int, int]) -> bool:
+        if budget is None:
+            return False
+        usage = self.state.usage
+        return (usage.prompt_tokens - before[0]) + (usage.completion_tokens - before[1]) >= budget
+
+    def _record(self, kind: str, round_trips: int, before: tuple[int, int], *, satisfied: bool) -> None:
+        stats = self.state.usage.constraint(kind)
+        stats.round_trips += round_trips
+        stats.prompt_tokens += self.state.usage.prompt_tokens - before[0]
+        stats.completion_tokens += self.state.usage.completion_tokens - before[1]
+        if satisfied:
+            stats.satisfied += 1
+        else:
+            stats.failed += 1
+
+    def _accept(self, spec: _Spec, outcome: _Outcome) -> Iterator[OutputAttr]:
+        """Write the accepted value (unless the attempt already streamed it) and set every capture."""
+        value = outcome.value or ""
+        if not outcome.written and value:
+            self.state.apply_text(value)
+            yield TextOutput(value=value, is_generated=True)
+        for name, append in spec.captures:
+            yield self.state.apply_capture(name, value, log_prob=None, is_append=append)
+
+
+class _Writer:
+    """Streams an answer into the program without its surrounding whitespace, and takes it back if refused."""
+
+    def __init__(self, state: Any) -> None:
+        self.state = state
+        self.written = ""
+        self.pending = ""
+        self.outputs = 0
+
+    def feed(self, piece: str) -> Iterator[OutputAttr]:
+        text = self.pending + piece
+        if not self.written:
+            text = text.lstrip()
+        body = text.rstrip()
+        self.pending = text[len(body) :]
+        if body:
+            self.state.apply_text(body)
+            self.written += body
+            self.outputs += 1
+            yield TextOutput(value=body, is_generated=True)
+
+    def backtrack(self) -> Iterator[OutputAttr]:
+        if not self.written:
+            return
+        last = self.state.content[-1]
+        assert last.text.endswith(self.written)
+        last.text = last.text[: len(last.text) - len(self.written)]
+        if not last.text:
+            self.state.content.pop()
+        yield Backtrack(n_tokens=self.outputs, bytes=base64.b64encode(self.written.encode()))
+        self.written = ""
+        self.outputs = 0
+
+
+def _continuation_body(body: dict[str, Any], raw: str) -> dict[str, Any]:
+    messages = list(body["messages"])
+    if messages and messages[-1].get("role") == "assistant":
+        last = messages.pop()
+        messages.append({"role": "assistant", "content": str(last.get("content") or "") + raw})
+    else:
+        messages.append({"role": "assistant", "content": raw})
+    new = {k: v for k, v in body.items() if k != "response_format"}
+    new["messages"] = messages
+    return new
+
+
+def _unwrap(node: RuleNode) -> _Spec | None:
+    """The json/literal-select inside `node`, or None for anything the grammar engine must handle."""
+    spec = _Spec()
+    current: Any = node
+    while isinstance(current, RuleNode):
+        if current.stop is not None or current.suffix is not None or current.stop_capture or current.lazy:
+            return None
+        if current.capture:
+            spec.captures.append((current.capture, current.list_append))
+        spec.temperature = current.temperature if current.temperature is not None else spec.temperature
+        spec.max_tokens = current.max_tokens if current.max_tokens is not None else spec.max_tokens
+        current = current.value
+    if isinstance(current, JsonNode):
+        spec.json_node = current
+        return spec
+    if isinstance(current, SelectNode) and all(isinstance(a, LiteralNode) for a in current.alternatives):
+        spec.options = tuple(a.value for a in current.alternatives)
+        return spec
+    return None
+
+
+def _check_options(options: tuple[str, ...]) -> None:
+    if not options:
+        raise InvalidProgramError("select() needs at least one option")
+    seen: set[str] = set()
+    duplicates = sorted({o for o in options if o in seen or seen.add(o)})  # type: ignore[func-returns-value]
+    if duplicates:
+        raise InvalidProgramError(f"select() options must be distinct; repeated: {duplicates}")
+
+
+def _decode_choice(text: str, options: tuple[str, ...]) -> str | None:
+    """The option an answer names: a JSON string, ``{"choice": ...}``, or the bare option text."""
+    stripped = text.strip()
+    try:
+        value = json.loads(stripped)
+    except ValueError:
+        value = stripped
+    if isinstance(value, dict) and set(value) == {"choice"}:
+        value = value["choice"]
+    if isinstance(value, str) and value in options:
+        return value
+    return stripped if stripped in options else None
+
+
+def _short(schema: Any) -> str:
+    text = json.dumps(schema, separators=(",", ":")) if schema is not None else "None"
+    return text if len(text) <= 80 else text[:77] + "..."
