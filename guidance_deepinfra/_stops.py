@@ -117,12 +117,12 @@ class StopScanner:
             start, end = found
             self.done = True
             self.stop_text = self._buffer[start:end]
-            out = self._buffer[self._emitted:start]
+            out = self._buffer[self._emitted : start]
             self._buffer = self._buffer[:start]
             self._emitted = start
             return out
         safe = len(self._buffer) - self._holdback()
-        out = self._buffer[self._emitted:safe] if safe > self._emitted else ""
+        out = self._buffer[self._emitted : safe] if safe > self._emitted else ""
         self._emitted = max(self._emitted, safe)
         return out
 
@@ -130,7 +130,7 @@ class StopScanner:
         """The stream ended: release what was held back (no stop was completed)."""
         if self.done:
             return ""
-        out = self._buffer[self._emitted:]
+        out = self._buffer[self._emitted :]
         self._emitted = len(self._buffer)
         return out
 

@@ -15,15 +15,24 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--live", dest="mode", action="store_const", const="live", help="force live calls")
     group.add_argument("--replay", dest="mode", action="store_const", const="replay", help="force replay")
     group.add_argument(
-        "--record", dest="mode", action="store_const", const="record",
+        "--record",
+        dest="mode",
+        action="store_const",
+        const="record",
         help="re-record every cassette live (needs DEEPINFRA_API_KEY)",
     )
     group.add_argument(
-        "--synthesize", dest="mode", action="store_const", const="synthesize",
+        "--synthesize",
+        dest="mode",
+        action="store_const",
+        const="synthesize",
         help="write cassettes from the documented wire format with the loopback fake server",
     )
     demo.add_argument("--cassettes", type=Path, default=None, help="cassette directory (default: ./cassettes)")
     demo.add_argument("names", nargs="*", help="scenario names (default: all)")
+    from ._extract_cli import add_parser as add_extract_parser
+
+    add_extract_parser(sub)
     return parser
 
 
@@ -37,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"unknown scenario(s) {unknown}; known: {sorted(SCENARIOS)}", file=sys.stderr)
             return 2
         return 1 if run_demo(args.mode, args.names or None, args.cassettes) else 0
+    if args.command == "extract":
+        from ._extract_cli import run as run_extract
+
+        return run_extract(args)
     return 2
 
 

@@ -48,7 +48,13 @@ SCENARIOS: dict[str, Scenario] = {}
 
 
 def scenario(
-    name: str, description: str, *, synthetic: list[Reply], check: Check, model: str = DEFAULT_MODEL, **model_kwargs: Any
+    name: str,
+    description: str,
+    *,
+    synthetic: list[Reply],
+    check: Check,
+    model: str = DEFAULT_MODEL,
+    **model_kwargs: Any,
 ) -> Callable[[Program], Program]:
     def register(program: Program) -> Program:
         SCENARIOS[name] = Scenario(name, description, program, check, synthetic, model, model_kwargs)

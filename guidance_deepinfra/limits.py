@@ -30,11 +30,15 @@ class Limits:
     def merged_over(self, base: Limits) -> Limits:
         return replace(
             base,
-            **{k: v for k, v in (("max_attempts", self.max_attempts), ("token_budget", self.token_budget)) if v is not None},
+            **{
+                k: v
+                for k, v in (("max_attempts", self.max_attempts), ("token_budget", self.token_budget))
+                if v is not None
+            },
         )
 
 
-_CURRENT: ContextVar[Limits] = ContextVar("guidance_deepinfra_limits", default=Limits())
+_CURRENT: ContextVar[Limits] = ContextVar("guidance_deepinfra_limits", default=Limits())  # noqa: B039 - frozen
 
 
 @contextmanager

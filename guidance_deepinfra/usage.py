@@ -73,8 +73,5 @@ class DeepInfraUsage:
             f" ({self.cached_tokens} cached), estimated cost ${self.estimated_cost:.6f}"
         )
         for kind, stats in sorted(self.constraints.items()):
-            text += (
-                f"\n  {kind}: {stats.satisfied} satisfied, {stats.failed} failed, "
-                f"{stats.round_trips} round trip(s)"
-            )
+            text += f"\n  {kind}: {stats.satisfied} satisfied, {stats.failed} failed, {stats.round_trips} round trip(s)"
         return text

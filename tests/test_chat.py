@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import guidance
 import pytest
 from guidance import assistant, gen, system, user
 
-import guidance
 from guidance_deepinfra import DeepInfra, MissingAPIKeyError
 from guidance_deepinfra.testing import Reply
 
