@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -95,7 +95,7 @@ class JsonSelectMixin(DeepInfraBaseInterpreter):
                 return {"type": "json_object"}, prompts.select_instruction(options, wrapped=True)
             return None, prompts.select_instruction(options, wrapped=False)
 
-        def attempt(body: dict[str, Any], mode: JsonMode) -> Iterator[OutputAttr]:
+        def attempt(body: dict[str, Any], mode: JsonMode) -> Generator[OutputAttr, None, _Outcome]:
             yield from ()  # not streamed: the program gets the decoded option, not the JSON string
             result = self.collect(body)
             choice = _decode_choice(result.text, options)
@@ -135,7 +135,7 @@ class JsonSelectMixin(DeepInfraBaseInterpreter):
                 return {"type": "json_object"}, prompts.json_instruction(user_schema, in_prompt_only=False)
             return None, prompts.json_instruction(user_schema, in_prompt_only=True)
 
-        def attempt(body: dict[str, Any], mode: JsonMode) -> Iterator[OutputAttr]:
+        def attempt(body: dict[str, Any], mode: JsonMode) -> Generator[OutputAttr, None, _Outcome]:
             return (yield from self._stream_json_attempt(body, prepared, spec.max_tokens))
 
         yield from self._run_attempts(
@@ -152,7 +152,7 @@ class JsonSelectMixin(DeepInfraBaseInterpreter):
 
     def _stream_json_attempt(
         self, body: dict[str, Any], prepared: PreparedSchema, user_max_tokens: int | None
-    ) -> Iterator[OutputAttr]:
+    ) -> Generator[OutputAttr, None, _Outcome]:
         """One answer, streamed into the program as it arrives, continued if cut by the server's length.
 
         Continuation requests carry the partial answer as the trailing assistant message and no
@@ -346,7 +346,7 @@ def _unwrap(node: RuleNode) -> _Spec | None:
         spec.json_node = current
         return spec
     if isinstance(current, SelectNode) and all(isinstance(a, LiteralNode) for a in current.alternatives):
-        spec.options = tuple(a.value for a in current.alternatives)
+        spec.options = tuple(a.value for a in current.alternatives if isinstance(a, LiteralNode))
         return spec
     return None
 

@@ -83,8 +83,7 @@ def schema_from_user(schema: Any) -> dict[str, Any] | None:
     if isinstance(schema, Mapping):
         return dict(schema)
     raise InvalidProgramError(
-        "a JSON schema must be a dict, JSON text, a pydantic model or a TypeAdapter, "
-        f"not {type(schema).__name__}"
+        f"a JSON schema must be a dict, JSON text, a pydantic model or a TypeAdapter, not {type(schema).__name__}"
     )
 
 

@@ -30,6 +30,7 @@ def mentions_json(messages: list[dict[str, Any]]) -> bool:
     """DeepInfra, like OpenAI, expects a JSON-mode conversation to ask for JSON somewhere."""
     for message in messages:
         content = message.get("content")
+        parts: list[Any]
         if isinstance(content, str):
             parts = [content]
         else:
@@ -75,9 +76,7 @@ def select_feedback(answer: str, options: tuple[str, ...]) -> str:
     )
 
 
-def retry_messages(
-    base: list[dict[str, Any]], prefix: str, rejected: str, feedback: str
-) -> list[dict[str, Any]]:
+def retry_messages(base: list[dict[str, Any]], prefix: str, rejected: str, feedback: str) -> list[dict[str, Any]]:
     """The conversation for a retry: the rejected answer, the reasons, then the assistant prefix again.
 
     Only the latest rejection is shown, so retry prompts do not grow with each attempt.

@@ -187,7 +187,7 @@ def _type_of(schema: dict[str, Any]) -> str | None:
 
 
 def _object(schema: dict[str, Any], root: Any, prepared: PreparedSchema, depth: int) -> Any:
-    properties = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+    properties: dict[str, Any] = schema["properties"] if isinstance(schema.get("properties"), dict) else {}
     required = [k for k in schema.get("required") or [] if isinstance(k, str)]
     out: dict[str, Any] = {}
     extra = schema.get("additionalProperties", True)

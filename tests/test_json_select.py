@@ -321,11 +321,7 @@ def test_select_list_append(fake, make_model) -> None:
     fake.push(Reply.text('"a"'), Reply.text('"b"'))
     lm = ask(make_model())
     with assistant():
-        lm += (
-            select(["a", "b"], name="v", list_append=True)
-            + " "
-            + select(["a", "b"], name="v", list_append=True)
-        )
+        lm += select(["a", "b"], name="v", list_append=True) + " " + select(["a", "b"], name="v", list_append=True)
     assert lm["v"] == ["a", "b"]
     assert fake.requests[1]["messages"][-1] == {"role": "assistant", "content": "a "}
 
@@ -457,9 +453,5 @@ def test_stream_shows_json_arriving_and_drops_a_rejected_attempt(fake, make_mode
     assert models[-1]["p"] == '{"x": 7}'
     assert any(s.endswith('{"x": "wr') for s in snapshots), "the first attempt was not streamed"
     rejected_at = max(i for i, s in enumerate(snapshots) if "wrong" in s)
-    assert snapshots[rejected_at + 1].endswith("Describe Ada.\n<|im_end|>\n"), (
-        "the rejected text was not removed"
-    )
-    assert any(s.endswith('{"x"') for s in snapshots[rejected_at + 1 :]), (
-        "the retry did not arrive incrementally"
-    )
+    assert snapshots[rejected_at + 1].endswith("Describe Ada.\n<|im_end|>\n"), "the rejected text was not removed"
+    assert any(s.endswith('{"x"') for s in snapshots[rejected_at + 1 :]), "the retry did not arrive incrementally"

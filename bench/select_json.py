@@ -1,0 +1,204 @@
+"""Round trips and tokens per successful json()/select() call: ours against naive alternatives.
+
+All four run in one process against the loopback fake server with scripted replies, some imperfect:
+
+- select, ours: one request with a json_schema ``enum``; every 4th call the first reply is off-list
+  (``"Technical support"``) and is retried with feedback.
+- select, naive: one yes/no request per option (what a program without server-side constraints does to
+  keep the answer inside the list); every 4th call the first "yes" is phrased ``"Yes."`` and still counts.
+- json, ours: one request with the schema as response_format, validated with jsonschema; every 4th call
+  the first reply breaks the schema (a string where an integer belongs) and is retried with the errors.
+- json, naive: the schema pasted into the prompt, plain generation, parse and validate, retry with the
+  error; every 4th call the first reply wraps the JSON in prose and is retried.
+
+The fake server reports prompt tokens as (characters of the messages plus response_format) / 4 and
+completion tokens as characters / 4, so a schema sent in response_format is charged like prompt text.
+
+Usage: ``python bench/select_json.py [--calls N]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jsonschema
+from guidance import assistant, gen, select, user
+from guidance import json as guidance_json
+
+from guidance_deepinfra import DeepInfra, RetryPolicy
+from guidance_deepinfra.profile import ProfileRegistry
+from guidance_deepinfra.testing import FakeDeepInfra, Reply
+
+OPTIONS = ["billing", "technical", "sales", "other"]
+TICKET = "My router keeps dropping the connection every evening. Which team should handle this ticket?"
+SCHEMA = {
+    "title": "Ticket",
+    "type": "object",
+    "properties": {
+        "team": {"enum": OPTIONS},
+        "priority": {"type": "integer", "minimum": 1, "maximum": 5},
+        "summary": {"type": "string", "maxLength": 80},
+        "tags": {"type": "array", "items": {"type": "string"}},
+    },
+    "required": ["team", "priority", "summary", "tags"],
+    "additionalProperties": False,
+}
+GOOD = json.dumps({"team": "technical", "priority": 3, "summary": "Router drops the connection", "tags": ["wifi"]})
+OFF_SCHEMA = GOOD.replace('"priority": 3', '"priority": "high"')
+
+
+@dataclass
+class Tally:
+    successes: int = 0
+    round_trips: int = 0
+    tokens: int = 0
+
+    def per_success(self) -> tuple[float, float]:
+        return self.round_trips / self.successes, self.tokens / self.successes
+
+
+class Server:
+    """The fake server answering from a queue of texts, with token counts derived from each request."""
+
+    def __init__(self) -> None:
+        self.queue: deque[str] = deque()
+        self.fake = FakeDeepInfra(responder=self._answer)
+
+    def _answer(self, body: dict[str, Any]) -> Reply:
+        text = self.queue.popleft()
+        sent = json.dumps(body["messages"]) + json.dumps(body.get("response_format") or "")
+        return Reply.text(text, prompt_tokens=math.ceil(len(sent) / 4), completion_tokens=math.ceil(len(text) / 4))
+
+    def model(self) -> DeepInfra:
+        return DeepInfra(
+            "bench/model",
+            api_key="bench",
+            base_url=self.fake.base_url,
+            echo=False,
+            logprobs=False,
+            profiles=ProfileRegistry(),
+            retry=RetryPolicy(sleep=lambda _s: None),
+        )
+
+
+def measure(
+    server: Server, calls: int, script: Callable[[int], list[str]], program: Callable[[DeepInfra], Any]
+) -> Tally:
+    tally = Tally()
+    for i in range(calls):
+        server.queue.extend(script(i))
+        lm = server.model()
+        before = len(server.fake.requests)
+        lm = program(lm)
+        tally.successes += 1
+        tally.round_trips += len(server.fake.requests) - before
+        tally.tokens += lm.usage.total_tokens
+        assert not server.queue, "a scripted reply was not used"
+    return tally
+
+
+def select_ours(lm: DeepInfra) -> DeepInfra:
+    with user():
+        lm += TICKET
+    with assistant():
+        lm += select(OPTIONS, name="team")
+    assert lm["team"] == "technical"
+    return lm
+
+
+def select_naive(lm: DeepInfra) -> DeepInfra:
+    chosen = None
+    for option in OPTIONS:
+        trial = lm
+        with user():
+            trial += f"{TICKET}\nIs the right team {option!r}? Answer yes or no."
+        with assistant():
+            trial += gen("yes_no", max_tokens=3)
+        lm.usage.prompt_tokens += trial.usage.prompt_tokens - lm.usage.prompt_tokens
+        lm.usage.completion_tokens += trial.usage.completion_tokens - lm.usage.completion_tokens
+        if chosen is None and trial["yes_no"].strip().lower().startswith("yes"):
+            chosen = option
+    assert chosen == "technical"
+    return lm
+
+
+def json_ours(lm: DeepInfra) -> DeepInfra:
+    with user():
+        lm += f"{TICKET} File the ticket."
+    with assistant():
+        lm += guidance_json("ticket", schema=SCHEMA)
+    assert json.loads(lm["ticket"])["team"] == "technical"
+    return lm
+
+
+def json_naive(lm: DeepInfra, max_attempts: int = 3) -> DeepInfra:
+    validator = jsonschema.Draft202012Validator(SCHEMA)
+    with user():
+        lm += f"{TICKET} File the ticket. Reply with only JSON matching this schema: {json.dumps(SCHEMA)}"
+    for _ in range(max_attempts):
+        with assistant():
+            attempt = lm + gen("ticket", max_tokens=200)
+        try:
+            value = json.loads(attempt["ticket"])
+            validator.validate(value)
+            return attempt
+        except (ValueError, jsonschema.ValidationError) as exc:
+            lm = attempt
+            with user():
+                lm += f"That was not valid: {str(exc).splitlines()[0]}. Reply with only the corrected JSON."
+    raise AssertionError("naive JSON failed")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="json/select cost: ours against naive alternatives")
+    parser.add_argument("--calls", type=int, default=40)
+    args = parser.parse_args(argv)
+    server = Server()
+    imperfect = lambda i: i % 4 == 3  # noqa: E731 - every 4th call starts with an imperfect reply
+    with server.fake:
+        rows = [
+            (
+                "select (4 options)",
+                measure(
+                    server,
+                    args.calls,
+                    lambda i: (['"Technical support"'] if imperfect(i) else []) + ['"technical"'],
+                    select_ours,
+                ),
+                measure(
+                    server, args.calls, lambda i: ["no", "Yes." if imperfect(i) else "yes", "no", "no"], select_naive
+                ),
+                "one yes/no call per option",
+            ),
+            (
+                "json (schema, 4 fields)",
+                measure(server, args.calls, lambda i: ([OFF_SCHEMA] if imperfect(i) else []) + [GOOD], json_ours),
+                measure(
+                    server,
+                    args.calls,
+                    lambda i: ([f"Here is the ticket: {GOOD}"] if imperfect(i) else []) + [GOOD],
+                    json_naive,
+                ),
+                "schema in prompt, parse and retry",
+            ),
+        ]
+    print(f"{args.calls} successful calls per cell; every 4th call's first reply is imperfect (see module docstring)\n")
+    header = ["constraint", "naive alternative", "round trips/success: ours", "naive", "ratio"]
+    header += ["tokens/success: ours", "naive", "ratio"]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for name, ours, naive, how in rows:
+        (rt_o, tok_o), (rt_n, tok_n) = ours.per_success(), naive.per_success()
+        cells = [name, how, f"{rt_o:.2f}", f"{rt_n:.2f}", f"{rt_n / rt_o:.2f}x"]
+        cells += [f"{tok_o:.0f}", f"{tok_n:.0f}", f"{tok_n / tok_o:.2f}x"]
+        print("| " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
