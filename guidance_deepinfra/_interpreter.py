@@ -78,7 +78,7 @@ class DeepInfraBaseInterpreter(BaseOpenAIInterpreter):
     """Chat generation on DeepInfra; constraint mixins override `constrained_rule`."""
 
     #: Attributes shared, not copied, when guidance copies a model state on every ``lm += ...``.
-    _SHARED = frozenset({"client", "transport", "profiles"})
+    _SHARED = frozenset({"client", "transport", "profiles", "ledger"})
 
     def __init__(
         self,
@@ -99,6 +99,9 @@ class DeepInfraBaseInterpreter(BaseOpenAIInterpreter):
         self.logprobs = logprobs
         self.top_k = top_logprobs
         self.max_attempts = max_attempts
+        #: Usage of every call made through this model object and all states derived from it, including
+        #: calls of attempts that ended in an error (which leave no new program state to read usage from).
+        self.ledger = DeepInfraUsage()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model={self.model!r}, base_url={self.transport.base_url!r})"
@@ -184,6 +187,7 @@ class DeepInfraBaseInterpreter(BaseOpenAIInterpreter):
                     continue
                 raise
             self.state.usage.calls += 1
+            self.ledger.calls += 1
             return chunks
 
     # ----------------------------------------------------------------- streaming
@@ -203,6 +207,7 @@ class DeepInfraBaseInterpreter(BaseOpenAIInterpreter):
                 if chunk.usage is not None:
                     saw_usage = True
                     self.state.usage.add_chunk_usage(chunk.usage)
+                    self.ledger.add_chunk_usage(chunk.usage)
                 if not chunk.choices:
                     continue
                 choice = chunk.choices[0]
@@ -235,6 +240,7 @@ class DeepInfraBaseInterpreter(BaseOpenAIInterpreter):
                 self.state.reasoning.append("".join(reasoning))
             if not saw_usage:
                 self.state.usage.calls_without_usage += 1
+                self.ledger.calls_without_usage += 1
             self.state.finish_reasons.append(finish_reason)
             if on_finish is not None:
                 on_finish(finish_reason)

@@ -144,6 +144,12 @@ class DeepInfra(Model):
         return self._state.usage
 
     @property
+    def total_usage(self) -> DeepInfraUsage:
+        """Usage of every call made through this model object and everything derived from it, including
+        attempts that ended in an error. `usage` covers only the calls behind this program state."""
+        return self._interpreter.ledger  # type: ignore[attr-defined,no-any-return]
+
+    @property
     def reasoning(self) -> list[str]:
         """Reasoning text of each call from a reasoning model, kept out of the program text and captures."""
         return list(self._state.reasoning)

@@ -244,3 +244,21 @@ def test_multi_turn_sends_whole_history(fake, make_model) -> None:
         {"role": "assistant", "content": "Hello!"},
         {"role": "user", "content": "how are you?"},
     ]
+
+
+def test_total_usage_counts_calls_whose_program_state_was_lost(fake, make_model) -> None:
+    fake.push(Reply.text("ok", prompt_tokens=10, completion_tokens=1), Reply.error(400, {"detail": "bad request"}))
+    base = make_model()
+    lm = _chat(base)
+    with assistant():
+        lm += gen("a")
+    with pytest.raises(Exception):
+        with assistant():
+            lm += gen("b")
+    assert lm.usage.calls == 1
+    assert base.total_usage.calls == 1 and base.total_usage.prompt_tokens == 10
+    fake.push(Reply.text("again", prompt_tokens=5, completion_tokens=1))
+    other = _chat(base)
+    with assistant():
+        other += gen("c")
+    assert base.total_usage.calls == 2 and lm.total_usage is base.total_usage
