@@ -22,6 +22,7 @@ from urllib.parse import urlparse
 import openai
 from openai import Stream
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from pydantic import BaseModel
 
 from .errors import (
     APIError,
@@ -32,6 +33,7 @@ from .errors import (
     RequestTimeoutError,
     ServerError,
     error_from_status,
+    parse_error_body,
 )
 
 logger = logging.getLogger("guidance_deepinfra")
@@ -135,7 +137,9 @@ class Transport:
                 setattr(self.stats, name, getattr(self.stats, name) + inc)
 
     @contextmanager
-    def stream_chat(self, body: dict[str, Any], *, model: str | None = None) -> Iterator[Iterator[ChatCompletionChunk]]:
+    def stream_chat(
+        self, body: dict[str, Any], *, model: str | None = None
+    ) -> Iterator[Iterator[ChatCompletionChunk]]:
         """Open a streaming chat completion for `body` (sent verbatim) and yield its chunks.
 
         Opening the stream is retried per `RetryPolicy`; once chunks flow, a failure is raised as a typed
@@ -177,39 +181,52 @@ class Transport:
             except openai.APIConnectionError as exc:
                 if attempt >= self.retry.max_retries:
                     raise ConnectionFailedError(
-                        f"could not reach {self.base_url} after {attempt + 1} attempts: {type(exc.__cause__).__name__}",
+                        f"could not reach {self.base_url} after {attempt + 1} attempts: "
+                        f"{type(exc.__cause__).__name__}",
                         model=model,
                     ) from None
                 error, retry_after = None, None
             wait = self.retry.delay(attempt, retry_after)
             logger.info(
                 "DeepInfra request failed (%s); retry %d/%d in %.2fs",
-                error or "timeout/connection", attempt + 1, self.retry.max_retries, wait,
+                error or "timeout/connection",
+                attempt + 1,
+                self.retry.max_retries,
+                wait,
             )
             self._count(retries=1)
             self.retry.sleep(wait)
             attempt += 1
 
 
+#: How much of an unexpected or error body is read: enough for any message, bounded for a runaway server.
+BODY_READ_LIMIT = 64 * 1024
+
+
 def _response_body(response: Any) -> Any:
+    return _body_start(response)
+
+
+def _body_start(response: Any) -> str:
+    """The first `BODY_READ_LIMIT` bytes of a body as text (errors and wrong content types only)."""
+    data = bytearray()
     try:
-        response.read()
-        return response.text
+        for piece in response.iter_bytes():
+            data.extend(piece)
+            if len(data) >= BODY_READ_LIMIT:
+                break
     except Exception:  # noqa: BLE001 - the body is only used for the message
-        return ""
+        pass
+    return bytes(data[:BODY_READ_LIMIT]).decode("utf-8", errors="replace")
 
 
 def _check_content_type(stream: Stream[ChatCompletionChunk], *, model: str | None) -> None:
     content_type = stream.response.headers.get("content-type", "")
     if "text/event-stream" in content_type:
         return
-    try:
-        stream.response.read()
-        text = stream.response.text
-    except Exception:  # noqa: BLE001
-        text = ""
+    text = _body_start(stream.response)
     stream.close()
-    shown = text.strip()[:200]
+    shown = parse_error_body(text).message[:200] if text.lstrip().startswith("<") else text.strip()[:200]
     raise ProtocolError(
         f"expected a server-sent event stream, got content-type {content_type or '(none)'!r}: {shown!r}",
         status=stream.response.status_code,
@@ -217,41 +234,152 @@ def _check_content_type(stream: Stream[ChatCompletionChunk], *, model: str | Non
     )
 
 
-def _checked_chunks(stream: Stream[ChatCompletionChunk], *, model: str | None) -> Iterator[ChatCompletionChunk]:
-    """Yield chunks, turning SDK and decoding failures mid-stream into typed errors."""
+def _checked_chunks(
+    stream: Stream[ChatCompletionChunk], *, model: str | None
+) -> Iterator[ChatCompletionChunk]:
+    """Yield chunks, turning SDK and decoding failures mid-stream into typed errors.
+
+    Each chunk is checked for the shape the interpreter and guidance's stream handler read, so a garbled
+    chunk becomes a `ProtocolError` here instead of an AttributeError deep inside guidance. A stream that
+    ends without any choice or without a ``finish_reason`` was cut short (DeepInfra ends every answer with
+    one), so it is refused rather than handed back as a complete answer.
+    """
     seen = 0
+    saw_choice = False
+    saw_finish = False
     try:
         for chunk in stream:
-            if not isinstance(chunk, ChatCompletionChunk) or not hasattr(chunk, "choices"):
-                raise ProtocolError(f"unexpected stream item: {str(chunk)[:200]!r}", model=model)
+            problem = _chunk_problem(chunk)
+            if problem is not None:
+                raise ProtocolError(f"malformed stream chunk {seen + 1}: {problem}", model=model)
             seen += 1
+            if chunk.choices:
+                saw_choice = True
+                saw_finish = saw_finish or chunk.choices[0].finish_reason is not None
             yield chunk
     except openai.APITimeoutError:
         raise RequestTimeoutError("the stream stalled past the timeout", model=model) from None
+    except openai.APIConnectionError as exc:
+        # Checked before APIError, its base class: a dropped connection is not an error DeepInfra reported.
+        raise ProtocolError(
+            f"the stream broke off after {seen} chunks: {type(exc.__cause__ or exc).__name__}", model=model
+        ) from None
     except openai.APIStatusError as exc:
         raise error_from_status(exc.status_code, _response_body(exc.response), model=model) from None
     except openai.APIError as exc:
         # An {"error": ...} event inside the stream.
-        raise APIError(f"DeepInfra reported an error mid-stream: {exc.message}", model=model) from None
+        raise _stream_error_event(exc, model=model) from None
     except ValueError as exc:
         raise ProtocolError(f"malformed server-sent event after {seen} chunks: {exc}", model=model) from None
+    except _TIMEOUT_ERRORS:
+        raise RequestTimeoutError("the stream stalled past the timeout", model=model) from None
     except _TRANSPORT_ERRORS as exc:
         raise ProtocolError(
             f"the stream broke off after {seen} chunks: {type(exc).__name__}", model=model
         ) from None
     if seen == 0:
         raise ProtocolError("the server closed the stream without sending any chunk", model=model)
+    if not saw_choice:
+        raise ProtocolError(
+            f"the stream carried no choices ({seen} chunks, all with empty `choices`)", model=model
+        )
+    if not saw_finish:
+        raise ProtocolError(
+            f"the stream ended after {seen} chunks without a finish_reason: the answer was cut short",
+            model=model,
+        )
 
 
-def _httpx_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [openai.APIConnectionError]
-    for name in ("httpx2", "httpx"):
+def _chunk_problem(chunk: Any) -> str | None:
+    """What is wrong with a parsed chunk's shape, or None when every field we read has the right type."""
+    if not isinstance(chunk, ChatCompletionChunk):
+        return f"not a chat.completion.chunk: {str(chunk)[:200]!r}"
+    choices = getattr(chunk, "choices", None)
+    if choices is not None and not isinstance(choices, list):
+        return f"`choices` is {type(choices).__name__}, not a list"
+    usage = getattr(chunk, "usage", None)
+    if usage is not None:
+        if not isinstance(usage, BaseModel):
+            return f"`usage` is {type(usage).__name__}, not an object"
+        for name in ("prompt_tokens", "completion_tokens"):
+            if not isinstance(getattr(usage, name, None), int):
+                return f"`usage.{name}` is missing or not an integer"
+    for choice in choices or []:
+        if not isinstance(choice, BaseModel):
+            return f"a choice is {type(choice).__name__}, not an object"
+        delta = getattr(choice, "delta", None)
+        if not isinstance(delta, BaseModel):
+            return "a choice has no `delta` object"
+        content = getattr(delta, "content", None)
+        if content is not None and not isinstance(content, str):
+            return f"`delta.content` is {type(content).__name__}, not a string"
+        finish = getattr(choice, "finish_reason", None)
+        if finish is not None and not isinstance(finish, str):
+            return f"`finish_reason` is {type(finish).__name__}, not a string"
+        tool_calls = getattr(delta, "tool_calls", None)
+        if tool_calls is not None and not (
+            isinstance(tool_calls, list)
+            and all(isinstance(getattr(t, "index", None), int) for t in tool_calls)
+        ):
+            return "`delta.tool_calls` is not a list of indexed tool calls"
+        if not _logprobs_usable(getattr(choice, "logprobs", None)):
+            # Log probabilities are an optional extra: drop a garbled set rather than fail the call.
+            setattr(choice, "logprobs", None)  # noqa: B010 - any chunk model, not only the typed one
+    return None
+
+
+def _logprobs_usable(logprobs: Any) -> bool:
+    """True when guidance's stream handler can read these logprobs (token, logprob, top_logprobs)."""
+    if logprobs is None:
+        return True
+    content = getattr(logprobs, "content", None)
+    if content is None:
+        return True
+    if not isinstance(content, list):
+        return False
+    for token in content:
+        if not isinstance(getattr(token, "token", None), str):
+            return False
+        if not isinstance(getattr(token, "logprob", None), (int, float)):
+            return False
+        top = getattr(token, "top_logprobs", None)
+        if not isinstance(top, list):
+            return False
+        for alt in top:
+            if not isinstance(getattr(alt, "token", None), str) or not isinstance(
+                getattr(alt, "logprob", None), (int, float)
+            ):
+                return False
+    return True
+
+
+def _stream_error_event(exc: openai.APIError, *, model: str | None) -> APIError:
+    """Type an ``{"error": {...}}`` event sent inside the stream; a numeric ``code`` is read as a status."""
+    body = exc.body if isinstance(exc.body, dict) else {}
+    code = body.get("code") if isinstance(body, dict) else None
+    if isinstance(code, str) and code.isdigit():
+        code = int(code)
+    if isinstance(code, int) and 400 <= code < 600:
+        error = error_from_status(code, {"error": body}, model=model)
+        error.message = f"DeepInfra reported an error mid-stream: {error.message}"
+        return error
+    return APIError(f"DeepInfra reported an error mid-stream: {exc.message}", model=model)
+
+
+def _httpx_errors(name: str) -> tuple[type[BaseException], ...]:
+    """The given exception class from whichever HTTP library the openai SDK uses (httpx2 or httpx)."""
+    errors: list[type[BaseException]] = []
+    for module_name in ("httpx2", "httpx"):
         try:
-            module = __import__(name)
+            module = __import__(module_name)
         except ImportError:
             continue
-        errors.append(module.TransportError)
+        errors.append(getattr(module, name))
     return tuple(errors)
 
 
-_TRANSPORT_ERRORS = _httpx_errors()
+_TIMEOUT_ERRORS: tuple[type[BaseException], ...] = _httpx_errors("TimeoutException")
+_TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
+    openai.APIConnectionError,
+    *_httpx_errors("TransportError"),
+)

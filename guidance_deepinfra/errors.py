@@ -8,7 +8,9 @@ None of these errors ever holds the API key: messages are built from response bo
 
 from __future__ import annotations
 
+import html
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -163,12 +165,16 @@ def parse_error_body(body: Any) -> ErrorBody:
             body = json.loads(body)
         except ValueError:
             text = body.strip()
+            if _looks_like_html(text):
+                text = _html_summary(text)
             return ErrorBody(message=(text[:300] + "...") if len(text) > 300 else (text or "(empty body)"))
     if isinstance(body, dict):
         err = body.get("error")
         if isinstance(err, dict):
             message = str(err.get("message") or err.get("msg") or json.dumps(err))
-            return ErrorBody(message=message, error_type=_opt_str(err.get("type")), param=_opt_str(err.get("param")))
+            return ErrorBody(
+                message=message, error_type=_opt_str(err.get("type")), param=_opt_str(err.get("param"))
+            )
         if isinstance(err, str):
             return ErrorBody(message=err)
         detail = body.get("detail")
@@ -196,6 +202,25 @@ def parse_error_body(body: Any) -> ErrorBody:
             return ErrorBody(message=str(body["message"]))
     text = json.dumps(body) if not isinstance(body, str) else body
     return ErrorBody(message=text[:300])
+
+
+def _looks_like_html(text: str) -> bool:
+    head = text[:200].lower()
+    return head.startswith("<") and (
+        "<html" in head or "<!doctype" in head or "<head" in head or "<body" in head
+    )
+
+
+def _html_summary(text: str) -> str:
+    """A proxy's or gateway's HTML error page reduced to its title and visible text."""
+    text = text[:65536]  # the start says what the page is; bounded so the regexes stay cheap
+    title_match = re.search(r"<title[^>]*>(.*?)</title>", text, re.IGNORECASE | re.DOTALL)
+    body = re.sub(r"<(script|style|head)\b.*?</\1\s*>", " ", text, flags=re.IGNORECASE | re.DOTALL)
+    visible = " ".join(html.unescape(re.sub(r"<[^>]*>", " ", body)).split())
+    title = " ".join(html.unescape(title_match.group(1)).split()) if title_match else ""
+    if title and not visible.startswith(title):
+        visible = f"{title}: {visible}" if visible else title
+    return f"HTML page: {visible or '(no text)'}"
 
 
 def _opt_str(value: Any) -> str | None:
@@ -232,7 +257,9 @@ def unsupported_feature(body: ErrorBody) -> str | None:
 def error_from_status(status: int, body: Any, *, model: str | None = None) -> APIError:
     """Build the typed error for a non-2xx answer from DeepInfra."""
     parsed = parse_error_body(body)
-    kwargs: dict[str, Any] = dict(status=status, param=parsed.param, error_type=parsed.error_type, model=model)
+    kwargs: dict[str, Any] = dict(
+        status=status, param=parsed.param, error_type=parsed.error_type, model=model
+    )
     text = parsed.message.lower()
     feature = unsupported_feature(parsed) if 400 <= status < 500 and status not in (401, 403, 429) else None
     if status in (401, 403):

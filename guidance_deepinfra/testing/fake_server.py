@@ -74,10 +74,19 @@ class Reply:
         Like DeepInfra, the server applies the request's ``stop`` strings: the text ends before the first
         one and ``finish_reason`` becomes ``stop``.
         """
-        options = dict(
-            finish_reason=finish_reason, pieces=pieces, chunk_size=chunk_size, reasoning=reasoning,
-            prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cached_tokens=cached_tokens,
-            logprobs=logprobs, delay=delay, chunk_delay=chunk_delay, model=model, cut=cut,
+        options: dict[str, Any] = dict(
+            finish_reason=finish_reason,
+            pieces=pieces,
+            chunk_size=chunk_size,
+            reasoning=reasoning,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            cached_tokens=cached_tokens,
+            logprobs=logprobs,
+            delay=delay,
+            chunk_delay=chunk_delay,
+            model=model,
+            cut=cut,
         )
 
         def build(body: dict[str, Any]) -> Reply:
@@ -110,18 +119,33 @@ class Reply:
         model: str,
         cut: bool,
     ) -> Reply:
-        parts = list(pieces) if pieces is not None else [text[i : i + chunk_size] for i in range(0, len(text), chunk_size)]
+        parts = (
+            list(pieces)
+            if pieces is not None
+            else [text[i : i + chunk_size] for i in range(0, len(text), chunk_size)]
+        )
         created = 1764000000
         base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": created, "model": model}
         events: list[dict[str, Any]] = []
-        events.append({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]})
+        events.append(
+            {
+                **base,
+                "choices": [
+                    {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
+                ],
+            }
+        )
         if reasoning:
             for i in range(0, len(reasoning), chunk_size):
                 events.append(
                     {
                         **base,
                         "choices": [
-                            {"index": 0, "delta": {"reasoning_content": reasoning[i : i + chunk_size]}, "finish_reason": None}
+                            {
+                                "index": 0,
+                                "delta": {"reasoning_content": reasoning[i : i + chunk_size]},
+                                "finish_reason": None,
+                            }
                         ],
                     }
                 )
@@ -129,7 +153,9 @@ class Reply:
             choice: dict[str, Any] = {"index": 0, "delta": {"content": part}, "finish_reason": None}
             if logprobs:
                 choice["logprobs"] = {
-                    "content": [{"token": part, "logprob": -0.1, "bytes": list(part.encode()), "top_logprobs": []}]
+                    "content": [
+                        {"token": part, "logprob": -0.1, "bytes": list(part.encode()), "top_logprobs": []}
+                    ]
                 }
             events.append({**base, "choices": [choice]})
         completion = completion_tokens if completion_tokens is not None else max(1, len(text) // 4)
@@ -143,29 +169,82 @@ class Reply:
         framed = [b"data: " + json.dumps(e).encode() + b"\n\n" for e in events]
         if not cut:
             framed.append(b"data: [DONE]\n\n")
-        return cls(events=framed, delay=delay, chunk_delay=chunk_delay, cut=cut, headers={"content-type": "text/event-stream"})
+        return cls(
+            events=framed,
+            delay=delay,
+            chunk_delay=chunk_delay,
+            cut=cut,
+            headers={"content-type": "text/event-stream"},
+        )
 
     @classmethod
-    def tool_call(cls, name: str, arguments: dict[str, Any], *, call_id: str = "call_0", prompt_tokens: int = 30) -> Reply:
+    def tool_call(
+        cls, name: str, arguments: dict[str, Any], *, call_id: str = "call_0", prompt_tokens: int = 30
+    ) -> Reply:
         """A streamed tool call with its arguments split over two deltas."""
-        base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1764000000, "model": "fake-model"}
+        base = {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "created": 1764000000,
+            "model": "fake-model",
+        }
         args = json.dumps(arguments)
         half = len(args) // 2
         events = [
-            {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": None, "tool_calls": [
-                {"index": 0, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}]}, "finish_reason": None}]},
-            {**base, "choices": [{"index": 0, "delta": {"tool_calls": [
-                {"index": 0, "function": {"arguments": args[:half]}}]}, "finish_reason": None}]},
-            {**base, "choices": [{"index": 0, "delta": {"tool_calls": [
-                {"index": 0, "function": {"arguments": args[half:]}}]}, "finish_reason": None}]},
-            {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}],
-             "usage": cls._usage(prompt_tokens, 12)},
+            {
+                **base,
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {
+                            "role": "assistant",
+                            "content": None,
+                            "tool_calls": [
+                                {
+                                    "index": 0,
+                                    "id": call_id,
+                                    "type": "function",
+                                    "function": {"name": name, "arguments": ""},
+                                }
+                            ],
+                        },
+                        "finish_reason": None,
+                    }
+                ],
+            },
+            {
+                **base,
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {"tool_calls": [{"index": 0, "function": {"arguments": args[:half]}}]},
+                        "finish_reason": None,
+                    }
+                ],
+            },
+            {
+                **base,
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {"tool_calls": [{"index": 0, "function": {"arguments": args[half:]}}]},
+                        "finish_reason": None,
+                    }
+                ],
+            },
+            {
+                **base,
+                "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}],
+                "usage": cls._usage(prompt_tokens, 12),
+            },
         ]
         framed = [b"data: " + json.dumps(e).encode() + b"\n\n" for e in events] + [b"data: [DONE]\n\n"]
         return cls(events=framed, headers={"content-type": "text/event-stream"})
 
     @classmethod
-    def error(cls, status: int, body: Any, *, headers: dict[str, str] | None = None, delay: float = 0.0) -> Reply:
+    def error(
+        cls, status: int, body: Any, *, headers: dict[str, str] | None = None, delay: float = 0.0
+    ) -> Reply:
         """An error answer; `body` is JSON-encoded unless it is already bytes or str."""
         if isinstance(body, bytes):
             raw = body
@@ -187,8 +266,14 @@ class Reply:
         """DeepInfra's 405 for a format or tools a model lacks."""
         return cls.error(
             405,
-            {"error": {"message": f"{what} is not supported for model: {model}", "type": "invalid_request_error",
-                       "param": param, "code": None}},
+            {
+                "error": {
+                    "message": f"{what} is not supported for model: {model}",
+                    "type": "invalid_request_error",
+                    "param": param,
+                    "code": None,
+                }
+            },
         )
 
     @classmethod
@@ -201,7 +286,10 @@ class Reply:
         return cls(events=list(lines), headers={"content-type": "text/event-stream"}, cut=cut)
 
     @classmethod
-    def hanging(cls, seconds: float) -> Reply:
+    def hanging(cls, seconds: float, *, before_headers: bool = False) -> Reply:
+        """Send nothing for `seconds`: after the stream's headers, or before the status line."""
+        if before_headers:
+            return cls(status=200, body=b"", headers={"content-type": "text/event-stream"}, delay=seconds)
         return cls(headers={"content-type": "text/event-stream"}, hang=seconds)
 
 
@@ -228,6 +316,13 @@ class FakeDeepInfra:
 
             def log_message(self, *args: Any) -> None:  # keep test output clean
                 pass
+
+            def handle(self) -> None:
+                # A client that gives up (timeout, refused stream) resets its connection; that is expected.
+                try:
+                    super().handle()
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
 
             def do_POST(self) -> None:  # noqa: N802 - http.server naming
                 length = int(self.headers.get("content-length") or 0)
@@ -260,10 +355,12 @@ class FakeDeepInfra:
     @property
     def base_url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/v1/openai"
+        return f"http://{host!s}:{port}/v1/openai"
 
     def start(self) -> FakeDeepInfra:
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
         return self
 
