@@ -1,0 +1,180 @@
+"""Inputs of a batch extraction: one `Item` (id + text) per record, or a problem that becomes an error record.
+
+Files are read lazily, one record at a time, so a large input never has to fit in memory. A record that
+cannot be used (malformed JSON, a missing text field, an empty text, a repeated id, undecodable bytes) is
+still yielded, with ``problem`` set and its line number, so that it is reported in the errors file instead
+of stopping the batch or vanishing silently.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigurationError
+
+
+@dataclass(frozen=True)
+class Item:
+    """One input: its id (the key results and resumption use), its text, and where it came from."""
+
+    id: str
+    text: str
+    source: str = ""
+    line: int | None = None
+    problem: str | None = None
+
+
+def read_inputs(path: str | Path, *, id_field: str = "id", text_field: str = "text") -> Iterator[Item]:
+    """Read a ``.jsonl`` file, a ``.csv`` file (with a header row) or a directory of ``.txt`` files.
+
+    JSONL lines are objects with `text_field` (and optionally `id_field`) or bare JSON strings; CSV rows need
+    a `text_field` column. A record without an id gets ``line-<n>`` (its line number). In a directory, every
+    ``*.txt`` file below it is one input whose id is its path relative to the directory.
+    """
+    path = Path(path)
+    if path.is_dir():
+        items: Iterable[Item] = _read_txt_dir(path)
+    elif not path.exists():
+        raise ConfigurationError(f"input {str(path)!r} does not exist")
+    elif path.suffix.lower() in (".jsonl", ".ndjson"):
+        items = _read_jsonl(path, id_field, text_field)
+    elif path.suffix.lower() == ".csv":
+        items = _read_csv(path, id_field, text_field)
+    else:
+        raise ConfigurationError(f"input {str(path)!r}: expected a .jsonl or .csv file, or a directory of .txt files")
+    return checked(items)
+
+
+def items_from(inputs: Any) -> Iterator[Item]:
+    """Items from what `extract` accepts: texts (ids ``"0"``, ``"1"``...), a mapping id -> text, (id, text)
+    pairs, or `Item`s (as `read_inputs` yields)."""
+    if isinstance(inputs, (str, bytes, Path)):
+        raise ConfigurationError("inputs must be a collection of texts; to read a file use read_inputs(path)")
+    if isinstance(inputs, Mapping):
+        pairs: Iterable[Any] = inputs.items()
+    else:
+        pairs = inputs
+    items: list[Item] = []
+    for index, entry in enumerate(pairs):
+        if isinstance(entry, Item):
+            items.append(entry)
+        elif isinstance(entry, str):
+            items.append(Item(str(index), entry, source=f"inputs[{index}]"))
+        elif isinstance(entry, tuple) and len(entry) == 2:
+            key, text = entry
+            if isinstance(text, str):
+                items.append(Item(str(key), text, source=f"inputs[{index}]"))
+            else:
+                items.append(_bad(str(key), f"inputs[{index}]", None, "the text is not a string"))
+        else:
+            items.append(_bad(str(index), f"inputs[{index}]", None, f"not a text or an (id, text) pair: {entry!r:.80}"))
+    return checked(items)
+
+
+def checked(items: Iterable[Item]) -> Iterator[Item]:
+    """Flag empty texts and repeated ids: both would waste a request or make resumption ambiguous."""
+    seen: dict[str, str] = {}
+    for item in items:
+        if item.problem is None and not item.text.strip():
+            item = _bad(item.id, item.source, item.line, "the text is empty")
+        if item.id in seen:
+            item = _bad(item.id, item.source, item.line, f"duplicate id (first seen at {seen[item.id]})")
+        else:
+            seen[item.id] = item.source
+        yield item
+
+
+def _bad(item_id: str, source: str, line: int | None, problem: str) -> Item:
+    return Item(item_id, "", source=source, line=line, problem=problem)
+
+
+def _read_jsonl(path: Path, id_field: str, text_field: str) -> Iterator[Item]:
+    with path.open("rb") as file:
+        for number, raw in enumerate(file, 1):
+            where = f"{path.name}:{number}"
+            fallback_id = f"line-{number}"
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                yield _bad(fallback_id, where, number, f"not UTF-8: {exc.reason} at byte {exc.start}")
+                continue
+            except ValueError as exc:
+                yield _bad(fallback_id, where, number, f"malformed JSON: {exc}")
+                continue
+            if isinstance(record, str):
+                yield Item(fallback_id, record, source=where, line=number)
+                continue
+            if not isinstance(record, dict):
+                yield _bad(fallback_id, where, number, f"expected a JSON object, got {type(record).__name__}")
+                continue
+            item_id = _id_of(record.get(id_field), fallback_id)
+            text = record.get(text_field)
+            if item_id is None:
+                yield _bad(fallback_id, where, number, f"field {id_field!r} must be a string or an integer")
+            elif not isinstance(text, str):
+                problem = f"no {text_field!r} field" if text is None else f"field {text_field!r} is not a string"
+                yield _bad(item_id, where, number, problem)
+            else:
+                yield Item(item_id, text, source=where, line=number)
+
+
+def _id_of(value: Any, fallback: str) -> str | None:
+    if value is None:
+        return fallback
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        return None
+    return str(value)
+
+
+def _read_csv(path: Path, id_field: str, text_field: str) -> Iterator[Item]:
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # long documents are normal inputs
+    with path.open(newline="", encoding="utf-8-sig") as file:
+        reader = csv.reader(file)
+        try:
+            header = next(reader, [])
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise ConfigurationError(f"input {str(path)!r}: unreadable header: {exc}") from None
+        if text_field not in header:
+            raise ConfigurationError(f"input {str(path)!r}: the header has no {text_field!r} column: {header}")
+        while True:
+            start = reader.line_num + 1
+            where = f"{path.name}:{start}"
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except UnicodeDecodeError as exc:
+                yield _bad(f"line-{start}", where, start, f"not UTF-8 ({exc.reason}); the rest of the file is unread")
+                return  # the decoder cannot resynchronise
+            except csv.Error as exc:
+                yield _bad(f"line-{start}", where, start, f"malformed CSV: {exc}")
+                continue
+            if not row:
+                continue
+            if len(row) != len(header):
+                yield _bad(f"line-{start}", where, start, f"{len(row)} fields where the header has {len(header)}")
+                continue
+            record = dict(zip(header, row, strict=True))
+            yield Item(record.get(id_field) or f"line-{start}", record[text_field], source=where, line=start)
+
+
+def _read_txt_dir(path: Path) -> Iterator[Item]:
+    files = sorted(p for p in path.rglob("*.txt") if p.is_file())
+    if not files:
+        raise ConfigurationError(f"input directory {str(path)!r} holds no .txt files")
+    for file in files:
+        item_id = file.relative_to(path).as_posix()
+        try:
+            text = file.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            yield _bad(item_id, item_id, None, f"not UTF-8: {exc.reason} at byte {exc.start}")
+            continue
+        yield Item(item_id, text, source=item_id)

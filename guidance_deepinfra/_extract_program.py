@@ -1,0 +1,246 @@
+"""The per-input guidance program of `extract` and the metering around it.
+
+Each input runs ``system(instructions) -> user(text) -> assistant(json("result", schema))`` on a fresh
+copy of one base model. The model's transport is seen through `_MeteredTransport`, so the cost of every
+request an input made (failed attempts included) is known, and every 429 the transport met is reported to
+the `AdaptiveLimiter` as it happens. Errors are sorted into the engine's outcomes: transient ones are
+retried, per-input ones become error records, and the ones no input can fix stop the batch.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pydantic
+from guidance import assistant, system, user
+from guidance._ast import LiteralNode
+from guidance.models import Model
+
+from ._extract_engine import Done, Failed, Outcome, Retry
+from ._extract_inputs import Item
+from ._extract_limiter import AdaptiveLimiter
+from ._extract_schema import Schema
+from ._http import Transport
+from ._model import DeepInfra
+from .errors import (
+    AuthenticationError,
+    ConfigurationError,
+    ConnectionFailedError,
+    ConstraintError,
+    DeepInfraError,
+    InvalidProgramError,
+    ModelNotFoundError,
+    ProtocolError,
+    RateLimitError,
+    RequestTimeoutError,
+    ServerError,
+    UnsupportedFeatureError,
+)
+from .limits import limits
+from .usage import DeepInfraUsage
+
+DEFAULT_INSTRUCTIONS = (
+    "Extract the information the JSON schema asks for from the text the user sends. Use only what the text "
+    "states. Where the text does not say and the schema allows null or leaving a field out, do that rather "
+    "than guess."
+)
+
+#: Errors that no retry or other input can fix: the batch stops (finished records stay written).
+FATAL_ERRORS: tuple[type[BaseException], ...] = (
+    AuthenticationError,
+    ModelNotFoundError,
+    UnsupportedFeatureError,
+    ConfigurationError,
+    InvalidProgramError,
+)
+#: Errors that may pass: the input is queued again (after the transport's own retries ran out).
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    RateLimitError,
+    ServerError,
+    RequestTimeoutError,
+    ConnectionFailedError,
+    ProtocolError,
+)
+
+
+def _json_builder() -> Callable[..., Any]:
+    """The package's json() when it exports one (its schema checks fit this backend), else guidance's."""
+    import guidance
+
+    import guidance_deepinfra
+
+    return getattr(guidance_deepinfra, "json", None) or guidance.json
+
+
+class _Meter:
+    """Usage of the current input's requests (thread-local), including attempts that failed."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    @contextmanager
+    def measuring(self) -> Iterator[DeepInfraUsage]:
+        usage = DeepInfraUsage()
+        self._local.usage = usage
+        try:
+            yield usage
+        finally:
+            self._local.usage = None
+
+    def add(self, chunk_usage: Any) -> None:
+        usage = getattr(self._local, "usage", None)
+        if usage is not None:
+            usage.add_chunk_usage(chunk_usage)
+            usage.calls += 1
+
+
+class _RateLimitWatch:
+    """Turns new 429s counted by the transport into congestion signals for the limiter."""
+
+    def __init__(self, transport: Transport, limiter: AdaptiveLimiter) -> None:
+        self.transport = transport
+        self.limiter = limiter
+        self.start = transport.stats.rate_limited
+        self._seen = self.start
+        self._lock = threading.Lock()
+
+    @property
+    def count(self) -> int:
+        return self.transport.stats.rate_limited - self.start
+
+    def check(self) -> None:
+        total = self.transport.stats.rate_limited
+        with self._lock:
+            new = total > self._seen
+            self._seen = max(self._seen, total)
+        if new:
+            self.limiter.congested()
+
+    def sleeping(self, sleep: Callable[[float], None]) -> Callable[[float], None]:
+        """Wrap the transport's backoff sleep so a 429 cuts the window before the wait, not after it."""
+
+        def hooked(seconds: float) -> None:
+            self.check()
+            sleep(seconds)
+
+        return hooked
+
+
+class _MeteredTransport:
+    """The model's transport seen through a meter: every chunk's usage and every 429 is noticed."""
+
+    def __init__(self, inner: Transport, meter: _Meter, watch: _RateLimitWatch) -> None:
+        self._inner = inner
+        self._meter = meter
+        self._watch = watch
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    @contextmanager
+    def stream_chat(self, body: dict[str, Any], *, model: str | None = None) -> Iterator[Iterator[Any]]:
+        try:
+            with self._inner.stream_chat(body, model=model) as chunks:
+                yield self._metered(chunks)
+        finally:
+            self._watch.check()
+
+    def _metered(self, chunks: Iterator[Any]) -> Iterator[Any]:
+        for chunk in chunks:
+            if getattr(chunk, "usage", None) is not None:
+                self._meter.add(chunk.usage)
+            yield chunk
+
+
+# --------------------------------------------------------------------------- the program
+
+
+class Extractor:
+    """Runs the extraction program for one input at a time; shared by all worker threads."""
+
+    def __init__(
+        self,
+        base: DeepInfra,
+        schema: Schema,
+        *,
+        instructions: str | None,
+        max_attempts: int,
+        limiter: AdaptiveLimiter,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> None:
+        self.schema = schema
+        self.instructions = DEFAULT_INSTRUCTIONS if instructions is None else instructions
+        self.max_attempts = max_attempts
+        self.max_tokens = max_tokens
+        self.temperature = temperature
+        self.meter = _Meter()
+        self.transport: Transport = base.transport
+        self.watch = _RateLimitWatch(self.transport, limiter)
+        interpreter = copy.deepcopy(base._interpreter)
+        interpreter.transport = _MeteredTransport(self.transport, self.meter, self.watch)  # type: ignore[attr-defined]
+        self._interpreter = interpreter
+        self._sampling_params = base.sampling_params
+        # Built once: a schema json() refuses fails here, before any request, and the node (immutable) is
+        # shared by every input instead of being rebuilt and re-checked per input.
+        try:
+            self._answer = _json_builder()(
+                "result", schema=schema.original, max_tokens=max_tokens, temperature=temperature
+            )
+        except InvalidProgramError:
+            raise
+        except (ValueError, TypeError) as exc:
+            raise InvalidProgramError(f"json() refuses the schema: {exc}") from None
+
+    def _fresh_model(self) -> DeepInfra:
+        # A model with no trace parent, so finished programs are freed instead of hanging off one base model.
+        lm = DeepInfra.__new__(DeepInfra)
+        Model.__init__(
+            lm,
+            interpreter=copy.deepcopy(self._interpreter),
+            sampling_params=self._sampling_params,
+            echo=False,
+        )
+        return lm
+
+    def program(self, text: str) -> str:
+        """The guidance program: instructions, the input, a JSON answer for the schema; returns the JSON."""
+        lm = self._fresh_model()
+        if self.instructions:
+            with system():
+                lm += LiteralNode(self.instructions)
+        with user():
+            lm += LiteralNode(text)  # a node, not a string: input text is never parsed for guidance tags
+        with assistant():
+            lm += self._answer
+        return str(lm["result"])
+
+    def __call__(self, item: Item) -> Outcome:
+        with self.meter.measuring() as usage, limits(max_attempts=self.max_attempts):
+            try:
+                text = self.program(item.text)
+            except FATAL_ERRORS:
+                raise
+            except RateLimitError as exc:
+                return Retry(type(exc).__name__, str(exc), usage.estimated_cost, rate_limited=True)
+            except TRANSIENT_ERRORS as exc:
+                return Retry(type(exc).__name__, str(exc), usage.estimated_cost)
+            except ConstraintError as exc:
+                return Failed(type(exc).__name__, _short(str(exc)), usage.estimated_cost)
+            except DeepInfraError as exc:
+                return Failed(type(exc).__name__, str(exc), usage.estimated_cost)
+            except Exception as exc:  # noqa: BLE001 - one input's failure must not stop the batch
+                return Failed(type(exc).__name__, _short(str(exc)), usage.estimated_cost)
+        try:
+            value = self.schema.parse(text)
+        except (ValueError, pydantic.ValidationError) as exc:
+            return Failed("ValidationError", _short(f"{exc}; answer: {text}"), usage.estimated_cost)
+        return Done(value, usage.estimated_cost, stored=self.schema.dump(value))
+
+
+def _short(text: str, limit: int = 2000) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."

@@ -1,0 +1,301 @@
+"""Structured extraction over many inputs: one small guidance program per input, run concurrently.
+
+    >>> from pydantic import BaseModel
+    >>> from guidance_deepinfra import extract
+    >>> class Person(BaseModel):
+    ...     name: str
+    ...     age: int
+    >>> people = extract(["Ada, 36, mathematician", "Alan (41)"], Person, concurrency=8)
+
+Each input runs the program ``system(instructions) -> user(text) -> assistant(json("result", schema))``, so
+everything json() guarantees on DeepInfra applies: the schema goes to the server as ``response_format``
+and the answer is validated on the client, with retries. Results come back in input order: the validated
+value (a pydantic object for a pydantic schema, else a dict) or an `ExtractionFailure` for that input; a
+bad input never stops the batch. With ``output=``, every finished result is appended to a JSONL file as
+soon as it is done and a rerun skips the ids already there (see `_extract_log`). Concurrency adapts to
+429s (see `_extract_limiter`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ._extract_engine import Batch, Counts, Done, Failed, Record, Retry
+from ._extract_inputs import Item, items_from, read_inputs
+from ._extract_limiter import DEEPINFRA_MAX_CONCURRENCY, AdaptiveLimiter
+from ._extract_log import RecordLog, read_records
+from ._extract_program import DEFAULT_INSTRUCTIONS, Extractor
+from ._extract_schema import Schema, load_schema
+from ._http import RetryPolicy
+from ._model import DEFAULT_MODEL, DeepInfra
+from .errors import ConfigurationError
+
+DEFAULT_CONCURRENCY = 32
+
+
+@dataclass(frozen=True)
+class ExtractionFailure:
+    """Why one input has no result. ``line`` is set for records read from a file that could not be used."""
+
+    id: str
+    error_type: str
+    message: str
+    source: str = ""
+    line: int | None = None
+    attempts: int = 0
+
+    def __bool__(self) -> bool:  # so that ``[r for r in results if r]`` keeps the successes
+        return False
+
+
+class ExtractionResults(list[Any]):
+    """The results in input order (value or `ExtractionFailure`), plus the batch's ids and totals."""
+
+    def __init__(self, values: Iterable[Any], ids: list[str], counts: Counts, lowest_concurrency: int) -> None:
+        super().__init__(values)
+        #: The id of each input, in input order.
+        self.ids = ids
+        #: Inputs finished in this run, and failed in this run.
+        self.done = counts.done
+        self.failed = counts.failed
+        #: Inputs skipped because `output` already held their result.
+        self.resumed = counts.resumed
+        #: Times an input was queued again after a transient failure, and 429 answers met.
+        self.requeued = counts.requeued
+        self.rate_limited = counts.rate_limited
+        #: DeepInfra's estimated cost (USD) of every request of this run, failed attempts included.
+        self.estimated_cost = counts.estimated_cost
+        #: The smallest window the limiter went down to after 429s (the `concurrency` asked for if none).
+        self.lowest_concurrency = lowest_concurrency
+
+    @property
+    def failures(self) -> list[ExtractionFailure]:
+        return [r for r in self if isinstance(r, ExtractionFailure)]
+
+    def by_id(self) -> dict[str, Any]:
+        return dict(zip(self.ids, self, strict=True))
+
+
+# --------------------------------------------------------------------------- the batch
+
+
+def check_concurrency(concurrency: int) -> int:
+    if not isinstance(concurrency, int) or not 1 <= concurrency <= DEEPINFRA_MAX_CONCURRENCY:
+        raise ConfigurationError(
+            f"concurrency must be between 1 and {DEEPINFRA_MAX_CONCURRENCY} (DeepInfra's limit of concurrent "
+            f"requests per model), got {concurrency!r}"
+        )
+    return concurrency
+
+
+def make_model(
+    model: str | DeepInfra,
+    *,
+    api_key: str | None,
+    base_url: str | None,
+    retry: RetryPolicy | None,
+    model_options: dict[str, Any],
+) -> DeepInfra:
+    """The base model: the one given, or a new one whose retry sleeps report 429s to the limiter."""
+    if isinstance(model, DeepInfra):
+        if api_key or base_url or model_options:
+            raise ConfigurationError("api_key, base_url and model options go to DeepInfra(...), not beside it")
+        return model
+    policy = dataclasses.replace(retry) if retry is not None else RetryPolicy(max_retries=2)
+    model_options.setdefault("echo", False)
+    model_options.setdefault("max_retries", policy.max_retries)
+    return DeepInfra(model, api_key=api_key, base_url=base_url, retry=policy, **model_options)
+
+
+def run_extraction(
+    items: Iterable[Item],
+    schema: Any,
+    *,
+    instructions: str | None = None,
+    model: str | DeepInfra = DEFAULT_MODEL,
+    api_key: str | None = None,
+    base_url: str | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    max_attempts: int = 3,
+    max_requeues: int = 8,
+    retry: RetryPolicy | None = None,
+    output: str | Path | None = None,
+    errors: str | Path | None = None,
+    max_tokens: int | None = None,
+    temperature: float | None = None,
+    collect: bool = True,
+    on_progress: Callable[[Counts, AdaptiveLimiter, int], None] | None = None,
+    on_start: Callable[[set[str]], None] | None = None,
+    **model_options: Any,
+) -> ExtractionResults:
+    """`extract` over prepared items; the CLI calls this with ``collect=False`` and a progress callback."""
+    check_concurrency(concurrency)
+    if max_attempts < 1 or max_requeues < 0:
+        raise ConfigurationError("max_attempts must be at least 1 and max_requeues at least 0")
+    if output is not None and errors is not None and Path(output).resolve() == Path(errors).resolve():
+        raise ConfigurationError("the output and errors files must differ")
+    parsed = Schema(schema)
+    base = make_model(model, api_key=api_key, base_url=base_url, retry=retry, model_options=dict(model_options))
+    limiter = AdaptiveLimiter(concurrency)
+    extractor = Extractor(
+        base,
+        parsed,
+        instructions=instructions,
+        max_attempts=max_attempts,
+        limiter=limiter,
+        max_tokens=max_tokens,
+        temperature=temperature,
+    )
+    if base is not model:
+        # Our own model (and RetryPolicy copy): let its backoff sleeps report 429s as they happen.
+        base.transport.retry.sleep = extractor.watch.sleeping(base.transport.retry.sleep)
+
+    results_log, recovered = RecordLog.open(output) if output is not None else (None, None)
+    finished = recovered.records if recovered is not None else {}
+    counts = Counts()
+    values: dict[int, Any] = {}
+    ids: list[str] = []
+
+    def keep(record: Record) -> None:
+        index, item, outcome, runs = record
+        if collect:
+            if isinstance(outcome, Done):
+                values[index] = outcome.value
+            else:
+                assert isinstance(outcome, (Failed, Retry))
+                values[index] = ExtractionFailure(
+                    item.id, outcome.error_type, outcome.message, item.source, item.line, runs
+                )
+
+    def skip(index: int, item: Item) -> bool:
+        stored = finished.get(item.id)
+        if stored is None or "result" not in stored:
+            return False
+        if collect:
+            try:
+                values[index] = parsed.load(stored["result"])
+            except (ValueError, TypeError) as exc:  # pydantic's ValidationError is a ValueError
+                # Never redone (that would write the id twice): reported, the stored record is left as is.
+                values[index] = ExtractionFailure(
+                    item.id, "StoredResultInvalid", f"the result stored in {output} no longer fits: {exc}"
+                )
+        return True
+
+    def numbered() -> Iterator[tuple[int, Item]]:
+        for index, item in enumerate(items):
+            if collect:
+                ids.append(item.id)
+            yield index, item
+
+    errors_log = None
+    try:
+        errors_log = RecordLog.open(errors, fresh=True)[0] if errors is not None else None
+        if on_start is not None:
+            on_start({key for key, record in finished.items() if "result" in record})
+        batch = Batch(
+            extractor,
+            limiter=limiter,
+            results=results_log,
+            errors=errors_log,
+            on_record=keep,
+            max_requeues=max_requeues,
+            backoff=lambda n: base.transport.retry.delay(n, None),
+            counts=counts,
+            on_progress=(lambda c: on_progress(c, limiter, extractor.watch.count)) if on_progress else None,
+        )
+        batch.run(numbered(), skip)
+    finally:
+        for log in (results_log, errors_log):
+            if log is not None:
+                log.close()
+    counts.rate_limited = extractor.watch.count
+    return ExtractionResults([values.get(i) for i in range(len(ids))], ids, counts, limiter.lowest)
+
+
+def extract(
+    inputs: Any,
+    schema: Any,
+    *,
+    instructions: str | None = None,
+    model: str | DeepInfra = DEFAULT_MODEL,
+    api_key: str | None = None,
+    base_url: str | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    max_attempts: int = 3,
+    max_requeues: int = 8,
+    retry: RetryPolicy | None = None,
+    output: str | Path | None = None,
+    errors: str | Path | None = None,
+    max_tokens: int | None = None,
+    temperature: float | None = None,
+    **model_options: Any,
+) -> ExtractionResults:
+    """Extract a `schema` value from every input text, concurrently; results in input order.
+
+    Parameters
+    ----------
+    inputs:
+        Texts (ids ``"0"``, ``"1"``, ... by position), a mapping id -> text, ``(id, text)`` pairs, or the
+        items of `read_inputs` (a ``.jsonl``/``.csv`` file or a directory of ``.txt`` files).
+    schema:
+        A pydantic model class (results are instances), a ``pydantic.TypeAdapter``, or a JSON schema (dict or
+        JSON text; results are validated dicts).
+    instructions:
+        The system message; ``None`` for a short default, ``""`` for none.
+    model, api_key, base_url, **model_options:
+        A model name plus `DeepInfra` options, or a ready `DeepInfra` object (then no other model options).
+    concurrency:
+        The most requests in flight, 1..200 (DeepInfra allows 200 concurrent requests per model). The
+        window halves on a 429 and grows back by one slot per window of successes.
+    max_attempts:
+        Requests per input for an answer that validates (json()'s bound).
+    max_requeues, retry:
+        An input whose request still fails transiently (429, 5xx, timeout) after the transport's retries is
+        queued again, up to `max_requeues` times, after ``retry.delay`` (the transport's `RetryPolicy`,
+        default 2 retries per request). A 429 also pauses every new request for that delay.
+    output, errors:
+        JSONL files. Each finished result is appended to `output` (``{"id", "result", "estimated_cost"}``)
+        and fsynced as soon as it is done; a rerun with the same `output` skips the ids already there and
+        returns their stored results. `errors` receives one record per failed input for this run (it is
+        emptied first: every input without a result is tried again on the next run).
+
+    Returns an `ExtractionResults` list: per input, its value or an `ExtractionFailure`. Errors no input
+    can fix (wrong key, unknown model, a model without JSON output, an invalid schema) stop the batch and are
+    raised; records already written stay.
+    """
+    return run_extraction(
+        items_from(inputs),
+        schema,
+        instructions=instructions,
+        model=model,
+        api_key=api_key,
+        base_url=base_url,
+        concurrency=concurrency,
+        max_attempts=max_attempts,
+        max_requeues=max_requeues,
+        retry=retry,
+        output=output,
+        errors=errors,
+        max_tokens=max_tokens,
+        temperature=temperature,
+        **model_options,
+    )
+
+
+__all__ = [
+    "DEFAULT_CONCURRENCY",
+    "DEFAULT_INSTRUCTIONS",
+    "ExtractionFailure",
+    "ExtractionResults",
+    "Item",
+    "Schema",
+    "extract",
+    "load_schema",
+    "read_inputs",
+    "read_records",
+    "run_extraction",
+]

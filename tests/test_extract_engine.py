@@ -1,0 +1,278 @@
+"""Batch extraction parts that need no model: inputs, the durable record file, the limiter, the queue."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from guidance_deepinfra._extract_engine import Batch, Done, Failed, Retry
+from guidance_deepinfra._extract_inputs import Item, items_from
+from guidance_deepinfra._extract_limiter import AdaptiveLimiter
+from guidance_deepinfra._extract_log import RecordLog, read_records
+from guidance_deepinfra.errors import ConfigurationError
+from guidance_deepinfra.extract import read_inputs
+
+# --------------------------------------------------------------------------- inputs
+
+
+def test_jsonl_malformed_lines_become_problems_with_line_numbers(tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(
+        b'{"id": "a", "text": "first"}\n'
+        b"{not json\n"
+        b"\n"
+        b'{"id": "b"}\n'
+        b'{"id": "c", "text": "   "}\n'
+        b'{"id": "a", "text": "again"}\n'
+        b'"a bare string"\n'
+        b'{"id": 7, "text": 3}\n'
+        b'{"id": "d", "text": "caf\xe9"}\n'
+        b"[1, 2]\n"
+        b'{"text": "no id"}'
+    )
+    items = list(read_inputs(path))
+    good = [(i.id, i.text, i.line) for i in items if i.problem is None]
+    assert good == [("a", "first", 1), ("line-7", "a bare string", 7), ("line-11", "no id", 11)]
+    bad = {i.line: (i.id, i.problem) for i in items if i.problem is not None}
+    assert bad[2][0] == "line-2" and "malformed JSON" in bad[2][1]
+    assert bad[4] == ("b", "no 'text' field")
+    assert bad[5] == ("c", "the text is empty")
+    assert bad[6][0] == "a" and "duplicate id (first seen at in.jsonl:1)" in bad[6][1]
+    assert bad[8] == ("7", "field 'text' is not a string")
+    assert bad[9][0] == "line-9" and "not UTF-8" in bad[9][1]
+    assert bad[10][0] == "line-10" and "expected a JSON object" in bad[10][1]
+    assert 3 not in bad  # blank lines are skipped, not errors
+    assert all(i.source == f"in.jsonl:{i.line}" for i in items)
+
+
+def test_csv_rows_keep_their_physical_line_numbers(tmp_path: Path) -> None:
+    path = tmp_path / "in.csv"
+    path.write_text('id,text\nx,"two\nlines"\ny,plain\nz\n,no id here\n', encoding="utf-8")
+    items = list(read_inputs(path))
+    assert [(i.id, i.text, i.line, i.problem) for i in items] == [
+        ("x", "two\nlines", 2, None),
+        ("y", "plain", 4, None),
+        ("line-5", "", 5, "1 fields where the header has 2"),
+        ("line-6", "no id here", 6, None),
+    ]
+    with pytest.raises(ConfigurationError, match="no 'body' column"):
+        list(read_inputs(path, text_field="body"))
+
+
+def test_directory_of_txt_files_uses_relative_paths_as_ids(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "b.txt").write_text("bee", encoding="utf-8")
+    (tmp_path / "sub" / "a.txt").write_text("ay", encoding="utf-8")
+    (tmp_path / "skip.md").write_text("not an input", encoding="utf-8")
+    (tmp_path / "bad.txt").write_bytes(b"\xff\xfe")
+    items = list(read_inputs(tmp_path))
+    assert [(i.id, i.text, i.problem is None) for i in items] == [
+        ("b.txt", "bee", True),
+        ("bad.txt", "", False),
+        ("sub/a.txt", "ay", True),
+    ]
+
+
+def test_unknown_input_kinds_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "x.parquet").write_bytes(b"")
+    with pytest.raises(ConfigurationError, match="expected a .jsonl or .csv"):
+        read_inputs(tmp_path / "x.parquet")
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        read_inputs(tmp_path / "missing.jsonl")
+    with pytest.raises(ConfigurationError, match="read_inputs"):
+        items_from("one text is not a collection")
+
+
+def test_library_inputs_get_positional_or_given_ids() -> None:
+    assert [(i.id, i.text) for i in items_from(["a", "b"])] == [("0", "a"), ("1", "b")]
+    assert [(i.id, i.text) for i in items_from({"k": "v"})] == [("k", "v")]
+    items = list(items_from([("p", "q"), ("r", 5), 42]))
+    assert [(i.id, i.problem) for i in items] == [
+        ("p", None),
+        ("r", "the text is not a string"),
+        ("2", "not a text or an (id, text) pair: 42"),
+    ]
+
+
+# --------------------------------------------------------------------------- the record file
+
+
+def test_record_log_cuts_a_torn_last_line_and_keeps_whole_ones(tmp_path: Path) -> None:
+    path = tmp_path / "out.jsonl"
+    path.write_bytes(b'{"id":"a","result":1}\n{"id":"b","result":2}\n{"id":"c","res')
+    log, recovered = RecordLog.open(path)
+    with log:
+        assert sorted(recovered.records) == ["a", "b"]
+        assert recovered.torn_bytes == len(b'{"id":"c","res')
+        log.append({"id": "c", "result": 3})
+    assert path.read_bytes() == b'{"id":"a","result":1}\n{"id":"b","result":2}\n{"id":"c","result":3}\n'
+    assert [r["id"] for r in read_records(path)] == ["a", "b", "c"]
+
+
+def test_record_log_appends_whole_lines_from_many_threads(tmp_path: Path) -> None:
+    path = tmp_path / "out.jsonl"
+    log, _ = RecordLog.open(path)
+    text = "x" * 5000  # longer than a pipe buffer, so interleaving would show
+
+    def write(worker: int) -> None:
+        for n in range(25):
+            log.append({"id": f"{worker}-{n}", "result": text})
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    log.close()
+    lines = path.read_bytes().split(b"\n")
+    assert lines[-1] == b""
+    records = [json.loads(line) for line in lines[:-1]]
+    assert len(records) == 200 and len({r["id"] for r in records}) == 200
+    assert all(r["result"] == text for r in records)
+
+
+def test_a_second_writer_on_the_same_output_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "out.jsonl"
+    first, _ = RecordLog.open(path)
+    with first, pytest.raises(ConfigurationError, match="another run"):
+        RecordLog.open(path)
+    second, _ = RecordLog.open(path)  # free again once the first is closed
+    second.close()
+
+
+def test_errors_file_is_started_afresh(tmp_path: Path) -> None:
+    path = tmp_path / "errors.jsonl"
+    path.write_text('{"id":"old"}\n', encoding="utf-8")
+    log, recovered = RecordLog.open(path, fresh=True)
+    log.close()
+    assert path.read_bytes() == b"" and recovered.records == {}
+
+
+# --------------------------------------------------------------------------- the limiter
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_window_halves_once_per_round_and_grows_back_by_one_per_window() -> None:
+    clock = Clock()
+    limiter = AdaptiveLimiter(16, clock=clock)
+    assert limiter.acquire()
+    clock.now += 1
+    limiter.congested()
+    assert limiter.window == 8 and limiter.cuts == 1
+    limiter.congested()  # same request, sent before the cut: not a new signal
+    assert limiter.window == 8 and limiter.cuts == 1
+    limiter.release(succeeded=False)
+    assert limiter.acquire()  # a request sent after the cut may cut again
+    limiter.congested()
+    assert limiter.window == 4 and limiter.lowest == 4
+    limiter.release(succeeded=False)
+    for _ in range(4):  # one full window of successes adds one slot
+        limiter.acquire()
+        limiter.release(succeeded=True)
+    assert limiter.window == 5
+    for _ in range(500):
+        limiter.acquire()
+        limiter.release(succeeded=True)
+    assert limiter.window == 16  # never above the user's bound
+
+
+def test_window_never_drops_below_the_floor() -> None:
+    limiter = AdaptiveLimiter(4, floor=2)
+    for _ in range(5):
+        limiter.acquire()
+        limiter.congested()
+        limiter.release(succeeded=False)
+    assert limiter.window == 2
+
+
+def test_pause_holds_new_requests() -> None:
+    clock = Clock()
+    limiter = AdaptiveLimiter(4, clock=clock)
+    limiter.congested(pause=5.0)
+    abort = threading.Event()
+    got: list[bool] = []
+    thread = threading.Thread(target=lambda: got.append(limiter.acquire(abort)))
+    thread.start()
+    thread.join(0.3)
+    assert thread.is_alive()  # still paused: the clock has not moved
+    clock.now += 6
+    thread.join(2)
+    assert got == [True]
+
+
+# --------------------------------------------------------------------------- the batch
+
+
+def test_batch_requeues_transient_failures_and_records_each_input_once(tmp_path: Path) -> None:
+    runs: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def task(item: Item) -> Done | Failed | Retry:
+        with lock:
+            runs[item.id] = runs.get(item.id, 0) + 1
+            n = runs[item.id]
+        if item.text == "flaky" and n < 3:
+            return Retry("ServerError", "busy", cost=0.5)
+        if item.text == "never":
+            return Retry("RateLimitError", "still busy", rate_limited=True)
+        if item.text == "broken":
+            return Failed("ConstraintError", "no valid answer", cost=0.25)
+        return Done({"echo": item.text}, cost=1.0)
+
+    out, err = tmp_path / "out.jsonl", tmp_path / "err.jsonl"
+    results, _ = RecordLog.open(out)
+    errors, _ = RecordLog.open(err, fresh=True)
+    items = [Item(str(i), t) for i, t in enumerate(["ok", "flaky", "broken", "never", "ok2"])]
+    items.append(Item("bad", "", source="in.jsonl:9", line=9, problem="malformed JSON"))
+    batch = Batch(task, limiter=AdaptiveLimiter(3), results=results, errors=errors, max_requeues=2, backoff=lambda n: 0)
+    batch.run(enumerate(items), skip=lambda index, item: item.id == "4")
+    results.close()
+    errors.close()
+    assert runs == {"0": 1, "1": 3, "2": 1, "3": 3}
+    written = [json.loads(x) for x in out.read_text().splitlines()]
+    assert sorted(written, key=lambda r: r["id"]) == [
+        {"id": "0", "result": {"echo": "ok"}, "estimated_cost": 1.0},
+        {"id": "1", "result": {"echo": "flaky"}, "estimated_cost": 1.0},
+    ]
+    failed = {r["id"]: r for r in map(json.loads, err.read_text().splitlines())}
+    assert failed["2"]["error"] == {"type": "ConstraintError", "message": "no valid answer"}
+    assert (
+        failed["3"]["error"]["type"] == "RateLimitError" and "gave up after 3 tries" in failed["3"]["error"]["message"]
+    )
+    assert failed["3"]["attempts"] == 3
+    assert failed["bad"] == {
+        "id": "bad",
+        "source": "in.jsonl:9",
+        "line": 9,
+        "attempts": 0,
+        "error": {"type": "InvalidInput", "message": "malformed JSON"},
+    }
+    counts = batch.counts
+    assert (counts.done, counts.failed, counts.resumed, counts.requeued) == (2, 3, 1, 4)
+    assert counts.estimated_cost == pytest.approx(1.0 + 0.5 * 2 + 1.0 + 0.25)
+
+
+def test_an_exception_from_the_task_stops_the_batch_and_is_raised() -> None:
+    started: list[str] = []
+
+    def task(item: Item) -> Done:
+        started.append(item.id)
+        if item.id == "2":
+            raise ConfigurationError("wrong key")
+        return Done(item.text)
+
+    batch = Batch(task, limiter=AdaptiveLimiter(1))
+    with pytest.raises(ConfigurationError, match="wrong key"):
+        batch.run(((i, Item(str(i), "t")) for i in range(1000)), skip=lambda index, item: False)
+    assert started == ["0", "1", "2"]
+    assert batch.counts.done == 2
