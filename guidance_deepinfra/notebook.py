@@ -1,0 +1,227 @@
+"""Models for the example notebooks: live with a key, otherwise replaying recorded traffic.
+
+A notebook calls ``lm = connect("quickstart")`` once. With ``DEEPINFRA_API_KEY`` set it gets a live
+`DeepInfra`; without one it gets a model whose requests are answered from
+``cassettes/notebooks/quickstart.yaml``, so the notebooks run anywhere, offline. A notebook is not one
+``with`` block, so the cassette is opened by `connect()` and stays open for the kernel's life (or until
+`finish()` or the next `connect()` of the same name).
+
+``GUIDANCE_DEEPINFRA_NOTEBOOK_MODE`` forces a mode: ``live``, ``replay``, ``record`` (live, writing the
+cassette) or ``synthesize`` (writing the cassette from the scripted replies in ``notebooks/_replies.py``
+with the loopback fake server). `run_notebook()` executes a notebook in a fresh Jupyter kernel in any mode;
+``python -m guidance_deepinfra.notebook --synthesize`` (or ``--record``, ``--replay``) runs them all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ._http import DEFAULT_BASE_URL
+from ._model import API_KEY_VARIABLES, DEFAULT_MODEL, DeepInfra
+from .demo import REPLAY_KEY, _rewrite_to_deepinfra, _update_provenance, make_vcr
+from .profile import ProfileRegistry
+
+MODE_VARIABLE = "GUIDANCE_DEEPINFRA_NOTEBOOK_MODE"
+MODES = ("live", "replay", "record", "synthesize")
+FINISH_MARKER = "guidance-deepinfra-notebook-finish:"
+PROVENANCE = {"record": "recorded live", "synthesize": "synthesized from the documented wire format"}
+
+
+def project_root() -> Path:
+    """The checkout holding ``cassettes/`` and ``notebooks/``: searched upwards from the working directory
+    (a kernel runs in the notebook's folder), else the directory above this package (editable install)."""
+    for folder in (Path.cwd(), *Path.cwd().parents):
+        if (folder / "cassettes").is_dir() and (folder / "notebooks").is_dir():
+            return folder
+    return Path(__file__).resolve().parent.parent
+
+
+def cassette_dir() -> Path:
+    """Where the notebook cassettes live (``cassettes/notebooks``)."""
+    return project_root() / "cassettes" / "notebooks"
+
+
+def current_mode() -> str:
+    """The mode forced by ``GUIDANCE_DEEPINFRA_NOTEBOOK_MODE``, else live with a key and replay without."""
+    forced = os.environ.get(MODE_VARIABLE)
+    if forced:
+        if forced not in MODES:
+            raise ValueError(f"{MODE_VARIABLE}={forced!r}; expected one of {MODES}")
+        return forced
+    return "live" if any(os.environ.get(v) for v in API_KEY_VARIABLES) else "replay"
+
+
+@dataclass
+class _Session:
+    """One notebook's open cassette (and fake server while synthesizing), closed by `finish()`."""
+
+    name: str
+    mode: str
+    stack: ExitStack = field(default_factory=ExitStack)
+    cassette: Any = None
+    fake_url: str | None = None
+
+    def close(self) -> dict[str, Any]:
+        played = self.cassette.play_count if self.cassette is not None else 0
+        recorded = len(self.cassette.data) if self.cassette is not None else 0
+        self.stack.close()  # writes the cassette when recording
+        path = cassette_dir() / f"{self.name}.yaml"
+        if self.fake_url is not None:
+            _rewrite_to_deepinfra(path, self.fake_url)
+        if self.mode in PROVENANCE:
+            _update_provenance(cassette_dir(), self.name, PROVENANCE[self.mode])
+        return {"name": self.name, "mode": self.mode, "recorded": recorded, "played": played}
+
+
+_SESSIONS: dict[str, _Session] = {}
+
+
+def scripted_replies(name: str) -> list[Any]:
+    """The replies a notebook's cassette is synthesized from (``REPLIES[name]`` in ``notebooks/_replies.py``)."""
+    path = project_root() / "notebooks" / "_replies.py"
+    spec = importlib.util.spec_from_file_location("_notebook_replies", path)
+    if spec is None or spec.loader is None:
+        raise FileNotFoundError(path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return list(module.REPLIES[name])
+
+
+def connect(name: str, model: str = DEFAULT_MODEL, **kwargs: Any) -> DeepInfra:
+    """A `DeepInfra` model for the notebook `name`: live with a key, else replaying its cassette.
+
+    Keyword arguments go to `DeepInfra` (``echo`` defaults to False so that saved outputs are plain text).
+    Calling it again for the same name starts the cassette over, so re-running a notebook works.
+    """
+    kwargs.setdefault("echo", False)
+    mode = current_mode()
+    if mode == "live":
+        return DeepInfra(model, **kwargs)
+    if name in _SESSIONS:
+        _SESSIONS.pop(name).close()
+    path = cassette_dir() / f"{name}.yaml"
+    session = _Session(name, mode)
+    kwargs.setdefault("profiles", ProfileRegistry())  # capabilities learned in one notebook stay in it
+    if mode == "replay":
+        if not path.exists():
+            raise FileNotFoundError(f"no cassette {path}; set DEEPINFRA_API_KEY to run live")
+        session.cassette = session.stack.enter_context(make_vcr("none").use_cassette(str(path)))
+        lm = DeepInfra(model, api_key=REPLAY_KEY, base_url=DEFAULT_BASE_URL, max_retries=0, **kwargs)
+    elif mode == "record":
+        path.unlink(missing_ok=True)
+        session.cassette = session.stack.enter_context(make_vcr("all").use_cassette(str(path)))
+        lm = DeepInfra(model, base_url=DEFAULT_BASE_URL, **kwargs)
+    else:
+        from .testing.fake_server import FakeDeepInfra
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+        fake = session.stack.enter_context(FakeDeepInfra())
+        fake.push(*scripted_replies(name))
+        session.fake_url = fake.base_url
+        session.cassette = session.stack.enter_context(make_vcr("all").use_cassette(str(path)))
+        lm = DeepInfra(model, api_key=REPLAY_KEY, base_url=fake.base_url, **kwargs)
+    _SESSIONS[name] = session
+    return lm
+
+
+def finish() -> list[dict[str, Any]]:
+    """Close every open cassette (writing it when recording) and print what each one served.
+
+    `run_notebook()` runs this after the last cell; its printed line tells the runner which Python ran
+    the kernel and whether every recorded request was replayed.
+    """
+    report = [session.close() for session in _SESSIONS.values()]
+    _SESSIONS.clear()
+    print(FINISH_MARKER + json.dumps({"executable": sys.executable, "sessions": report}))
+    return report
+
+
+# --------------------------------------------------------------------------- running notebooks in a kernel
+
+
+@dataclass
+class NotebookRun:
+    """An executed notebook (outputs included) and what its kernel reported at the end."""
+
+    notebook: Any
+    executable: str
+    sessions: list[dict[str, Any]]
+
+
+def _this_python_kernel_manager() -> Any:
+    """A kernel manager for the ``python3`` kernel that always runs this interpreter, whatever kernel specs
+    are installed (a user-level ``python3`` spec could otherwise point at another Python)."""
+    from ipykernel.kernelspec import get_kernel_dict
+    from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
+    from jupyter_client.manager import AsyncKernelManager
+
+    class ThisPython(KernelSpecManager):
+        def get_kernel_spec(self, kernel_name: str) -> KernelSpec:
+            return KernelSpec(resource_dir="", **get_kernel_dict())
+
+    return AsyncKernelManager(kernel_name="python3", kernel_spec_manager=ThisPython())
+
+
+def run_notebook(path: Path, mode: str = "replay", *, save: bool = False, timeout: int = 120) -> NotebookRun:
+    """Execute the notebook at `path` in a fresh kernel with ``GUIDANCE_DEEPINFRA_NOTEBOOK_MODE=mode``.
+
+    Raises ``nbclient.exceptions.CellExecutionError`` if a cell fails. With `save`, the notebook is written
+    back with its new outputs.
+    """
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(path, as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell("import guidance_deepinfra.notebook as _nb\n_nb.finish();"))
+    env = {k: v for k, v in os.environ.items() if mode == "live" or k not in API_KEY_VARIABLES}
+    env[MODE_VARIABLE] = mode
+    client = NotebookClient(
+        nb,
+        km=_this_python_kernel_manager(),
+        timeout=timeout,
+        record_timing=False,  # timestamps would change the saved notebooks on every run
+        kernel_name="python3",
+        resources={"metadata": {"path": str(path.parent)}},
+    )
+    client.execute(env=env)
+    closing = nb.cells.pop()
+    line = next(o["text"] for o in closing.outputs if o.get("name") == "stdout" and FINISH_MARKER in o["text"])
+    report = json.loads(line.split(FINISH_MARKER, 1)[1])
+    if save:
+        nbformat.write(nb, path)
+    return NotebookRun(nb, report["executable"], report["sessions"])
+
+
+def notebook_paths() -> list[Path]:
+    """The example notebooks, in reading order."""
+    return sorted((project_root() / "notebooks").glob("*.ipynb"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m guidance_deepinfra.notebook [--synthesize|--record|--replay] [names]``."""
+    parser = argparse.ArgumentParser(description="Run the example notebooks and save their outputs.")
+    group = parser.add_mutually_exclusive_group()
+    for mode in ("synthesize", "record", "replay", "live"):
+        group.add_argument(f"--{mode}", dest="mode", action="store_const", const=mode)
+    parser.add_argument("names", nargs="*", help="notebooks, e.g. 01_quickstart or quickstart (default: all)")
+    args = parser.parse_args(argv)
+    mode = args.mode or "replay"
+    for path in notebook_paths():
+        if args.names and not {path.stem, path.stem.partition("_")[2]} & set(args.names):
+            continue
+        run = run_notebook(path, mode, save=mode != "replay")
+        print(f"{path.name}: {mode}, {run.sessions}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
