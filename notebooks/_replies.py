@@ -46,3 +46,15 @@ REPLIES["json_extraction"] = [
         completion_tokens=31,
     ),
 ]
+
+REPLIES["classification"] = [
+    Reply.text('"billing"', prompt_tokens=48, completion_tokens=3),
+    Reply.text('"bug"', prompt_tokens=51, completion_tokens=2),
+    Reply.text('"feature request"', prompt_tokens=49, completion_tokens=4),
+    Reply.text('"bug"', prompt_tokens=44, completion_tokens=2),
+    Reply.text(
+        "Being logged out repeatedly after an update is a defect, not a request or a billing issue.",
+        prompt_tokens=53,
+        completion_tokens=19,
+    ),
+]
