@@ -1,9 +1,55 @@
-"""Client-side constraints: regex, Lark/CFG and mixed grammars generated, checked by llguidance, repaired."""
+"""Client-side constraints: regex, Lark/CFG and mixed grammars generated, checked by llguidance, repaired.
+
+Any grammar node the JSON mixin does not take (``gen(regex=...)``, ``regex()``, ``lark``/EBNF, ``select``
+over non-literal alternatives, ``substring``, joins that are not self-contained, repeats, subgrammars) lands
+here as a `RuleNode`. It is compiled once with llguidance (an invalid regex or grammar is refused before any
+request), run through the strategy ladder in `_ladder`, and only text llguidance accepts is written to the
+program. Captures (the node's own and every nested ``gen(name=...)``, ``select(name=...)``, list_append) are
+read from llguidance's match of that text, so they are what a local model would have set.
+
+What the program receives: the accepted text, i.e. the forced prefix plus the valid continuation. When a reply
+holds more than a match (prose after it, or around one single embedded match), only the match is kept: the
+longest prefix of the reply that is a complete match, else the one match embedded in it. A local model would
+have stopped there, because the grammar allows nothing else.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
+from guidance._ast import RuleNode
+from guidance.trace import OutputAttr, TextOutput
+
 from ._interpreter import DeepInfraBaseInterpreter
+from ._ladder import LADDER, GrammarLadder, LadderOptions, constraint_kind
+from ._matcher import compile_node
 
 
 class GrammarMixin(DeepInfraBaseInterpreter):
     """Handles every grammar node that DeepInfra cannot enforce on the server."""
+
+    #: Which rungs of the ladder run; benchmarks and tests switch rungs off on one model object.
+    grammar_options: LadderOptions = LADDER
+
+    def constrained_rule(self, node: RuleNode, **kwargs: Any) -> Iterator[OutputAttr]:
+        compiled = compile_node(node)  # refuses an invalid regex or grammar before any request
+        self._check_can_generate()
+        ladder = GrammarLadder(
+            self,
+            node,
+            compiled,
+            kind=constraint_kind(node),
+            options=self.grammar_options,
+            sampling_params=kwargs.get("sampling_params"),
+        )
+        text = ladder.run()
+        if text:
+            self.state.apply_text(text)
+            yield TextOutput(value=text, is_generated=True)
+        for name, value in compiled.captures(text).items():
+            if isinstance(value, list):
+                for item in value:
+                    yield self.state.apply_capture(name, item, log_prob=None, is_append=True)
+            else:
+                yield self.state.apply_capture(name, value, log_prob=None)
