@@ -125,7 +125,7 @@ def cli(folder: Path, base_url: str, concurrency: int) -> subprocess.Popen[str]:
     return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def kill_and_resume(n: int, concurrency: int, latency: float) -> list[tuple[str, Any]]:
+def kill_and_resume(n: int, concurrency: int, latency: float) -> tuple[list[tuple[str, Any]], list[str]]:
     folder = Path(tempfile.mkdtemp(prefix="bench-extract-"))
     (folder / "schema.json").write_text(json.dumps(SCHEMA), encoding="utf-8")
     lines = [json.dumps({"id": f"r{i}", "text": f"name=P{i} age={i}"}) for i in range(n)]
@@ -168,13 +168,20 @@ def kill_and_resume(n: int, concurrency: int, latency: float) -> list[tuple[str,
         ("duplicate records", len(ids) - len(set(ids))),
         ("wrong results", wrong),
         ("wall time incl. two process starts (s)", f"{total:.1f}"),
-        ("resumed run summary", " | ".join(s.removeprefix("extract: ") for s in summary)),
-    ]
+    ], summary
 
 
 def table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> str:
-    widths = [max(len(str(x)) for x in column) for column in zip(header, *rows, strict=False)]
-    line = lambda r: "  ".join(str(x).rjust(w) for x, w in zip(r, widths, strict=True))  # noqa: E731
+    """A plain-text table: numbers right-aligned, text left-aligned."""
+    widths = [max(len(str(x)) for x in column) for column in zip(header, *rows, strict=True)]
+
+    def cell(value: Any, width: int) -> str:
+        text = str(value)
+        return text.rjust(width) if re.fullmatch(r"[-\d.%() ]+", text) else text.ljust(width)
+
+    def line(row: tuple[Any, ...]) -> str:
+        return "  ".join(cell(x, w) for x, w in zip(row, widths, strict=True)).rstrip()
+
     return "\n".join([line(header), line(tuple("-" * w for w in widths)), *map(line, rows)])
 
 
@@ -193,7 +200,9 @@ def main() -> None:
     print()
     n, level = (200, 16) if args.quick else (600, 64)
     print(f"10% 429s, SIGKILL at ~40% and resume ({args.latency * 1000:.0f} ms per answer, CLI subprocesses):")
-    print(table(("measure", "value"), kill_and_resume(n, level, args.latency)))
+    rows, summary = kill_and_resume(n, level, args.latency)
+    print(table(("measure", "value"), rows))
+    print("resumed run's own report:", *summary, sep="\n  ")
 
 
 if __name__ == "__main__":

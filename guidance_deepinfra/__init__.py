@@ -36,6 +36,7 @@ from .errors import (
     ServerError,
     UnsupportedFeatureError,
 )
+from .extract import extract as extract  # one json() program per input, concurrent and resumable
 from .limits import Limits, limits
 from .profile import PROFILES, ModelProfile, UnsupportedFeatureWarning, declare_profile
 from .usage import ConstraintStats, DeepInfraUsage

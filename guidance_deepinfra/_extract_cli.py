@@ -6,10 +6,12 @@ import argparse
 import logging
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ._extract_engine import Counts
+from ._extract_inputs import Item, parse_shard, shard_of
 from ._extract_limiter import DEEPINFRA_MAX_CONCURRENCY, AdaptiveLimiter
 from ._model import DEFAULT_MODEL
 from .errors import DeepInfraError
@@ -47,6 +49,12 @@ def add_parser(sub: Any) -> None:
     parser.add_argument("--text-field", default="text", help="JSONL key / CSV column holding the text")
     parser.add_argument("--max-tokens", type=int, default=None, help="token bound of each answer")
     parser.add_argument("--temperature", type=float, default=None, help="sampling temperature")
+    parser.add_argument(
+        "--shard",
+        default=None,
+        metavar="K/N",
+        help="process only the inputs whose id hashes to shard K of N (run N processes, each with its own --output)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (a summary is still printed)")
 
 
@@ -103,7 +111,13 @@ def run(args: argparse.Namespace) -> int:
         if args.instructions_file is not None:
             instructions = args.instructions_file.read_text(encoding="utf-8")
         schema = load_schema(args.schema)
-        input_ids = [item.id for item in read_inputs(args.input, id_field=args.id_field, text_field=args.text_field)]
+        shard = parse_shard(args.shard) if args.shard else None
+
+        def inputs() -> Iterator[Item]:
+            items = read_inputs(args.input, id_field=args.id_field, text_field=args.text_field)
+            return (i for i in items if shard is None or shard_of(i.id, shard[1]) == shard[0])
+
+        input_ids = [item.id for item in inputs()]
     except (DeepInfraError, OSError) as exc:
         print(f"extract: {exc}", file=sys.stderr)
         return 2
@@ -114,11 +128,13 @@ def run(args: argparse.Namespace) -> int:
         resumed = len(finished.intersection(input_ids))
         if resumed:
             print(f"extract: resuming: {resumed} input(s) already in {args.output} are skipped", file=sys.stderr)
+        if shard is not None:
+            print(f"extract: shard {shard[0]}/{shard[1]}: {len(input_ids)} input(s)", file=sys.stderr)
         bar.start(resumed)
 
     try:
         results = run_extraction(
-            read_inputs(args.input, id_field=args.id_field, text_field=args.text_field),
+            inputs(),
             schema,
             instructions=instructions,
             model=args.model,

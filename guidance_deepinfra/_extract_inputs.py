@@ -9,6 +9,7 @@ of stopping the batch or vanishing silently.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import sys
 from collections.abc import Iterable, Iterator, Mapping
@@ -88,6 +89,24 @@ def checked(items: Iterable[Item]) -> Iterator[Item]:
         else:
             seen[item.id] = item.source
         yield item
+
+
+def shard_of(item_id: str, shards: int) -> int:
+    """The shard (0..shards-1) an id belongs to: a stable hash, the same in every process and run."""
+    digest = hashlib.blake2b(item_id.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % shards
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``K/N`` (0 <= K < N) as (K, N)."""
+    index, sep, count = text.partition("/")
+    try:
+        k, n = int(index), int(count)
+    except ValueError:
+        k, n = -1, 0
+    if not sep or n < 1 or not 0 <= k < n:
+        raise ConfigurationError(f"--shard must be K/N with 0 <= K < N, got {text!r}")
+    return k, n
 
 
 def _bad(item_id: str, source: str, line: int | None, problem: str) -> Item:

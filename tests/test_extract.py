@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
+import guidance_deepinfra
 from guidance_deepinfra import AuthenticationError, ConfigurationError, RetryPolicy
 from guidance_deepinfra.extract import (
     DEFAULT_INSTRUCTIONS,
@@ -73,7 +74,7 @@ def options(fake: FakeDeepInfra, **extra: Any) -> dict[str, Any]:
 
 def test_results_are_validated_objects_in_input_order(server) -> None:
     fake = server(lambda body: person_reply(body, delay=0.01))
-    results = extract(texts(12), Person, concurrency=4, **options(fake))
+    results = guidance_deepinfra.extract(texts(12), Person, concurrency=4, **options(fake))
     assert results == [Person(name=f"P{i}", age=i) for i in range(12)]
     assert results.ids == [str(i) for i in range(12)]
     assert results.failures == [] and results.done == 12

@@ -142,3 +142,21 @@ def test_sigkill_mid_run_then_resume_gives_every_record_exactly_once(files: Path
     assert all(r["result"] == {"name": f"P{r['id'][1:]}", "age": int(r["id"][1:])} for r in records)
     assert out.read_bytes().startswith(whole)  # what survived the kill was kept as it was
     assert len(slow_server.requests) - sent_before == n - len(survivors)  # only unfinished inputs were sent
+
+
+def test_shards_split_the_inputs_between_processes_without_overlap(files: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("DEEPINFRA_API_KEY", "sk-test-cli")
+    write_inputs(files / "in.jsonl", 30)
+    with FakeDeepInfra(echo) as fake:
+        for k in range(3):
+            argv = [
+                "extract", "--schema", str(files / "schema.json"), "--input", str(files / "in.jsonl"),
+                "--output", str(files / f"out{k}.jsonl"), "--base-url", fake.base_url, "--shard", f"{k}/3",
+                "--no-progress",
+            ]  # fmt: skip
+            assert main(argv) == 0
+        assert len(fake.requests) == 30
+        assert main([*argv[:-3], "--shard", "3/3"]) == 2
+    shards = [{r["id"] for r in read_output(files / f"out{k}.jsonl")} for k in range(3)]
+    assert all(shards) and set.union(*shards) == {f"r{i}" for i in range(30)} and sum(map(len, shards)) == 30
+    assert "--shard must be K/N" in capsys.readouterr().err

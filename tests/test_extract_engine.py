@@ -276,3 +276,12 @@ def test_an_exception_from_the_task_stops_the_batch_and_is_raised() -> None:
         batch.run(((i, Item(str(i), "t")) for i in range(1000)), skip=lambda index, item: False)
     assert started == ["0", "1", "2"]
     assert batch.counts.done == 2
+
+
+def test_a_record_that_cannot_be_written_stops_the_batch_instead_of_hanging(tmp_path: Path) -> None:
+    results, _ = RecordLog.open(tmp_path / "out.jsonl")
+    results.close()  # every write now fails, as on a full or vanished disk
+    batch = Batch(lambda item: Done(item.text), limiter=AdaptiveLimiter(4), results=results)
+    with pytest.raises(OSError):
+        batch.run(((i, Item(str(i), "t")) for i in range(100)), skip=lambda index, item: False)
+    assert batch.counts.done == 0
