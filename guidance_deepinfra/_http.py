@@ -28,6 +28,7 @@ from .errors import (
     APIError,
     ConfigurationError,
     ConnectionFailedError,
+    InvalidProgramError,
     ProtocolError,
     RateLimitError,
     RequestTimeoutError,
@@ -93,18 +94,50 @@ def parse_retry_after(value: str | None) -> float | None:
 
 def check_base_url(base_url: str) -> str:
     """Refuse a base_url that cannot work (no scheme or host) before any request is made."""
-    parsed = urlparse(base_url)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+    parsed = urlparse(base_url) if isinstance(base_url, str) else None
+    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.hostname:
+        shown = display_url(base_url) if parsed is not None and parsed.scheme else base_url
         raise ConfigurationError(
-            f"base_url must be an absolute http(s) URL such as {DEFAULT_BASE_URL!r}, got {base_url!r}"
+            f"base_url must be an absolute http(s) URL such as {DEFAULT_BASE_URL!r}, got {shown!r}"
         )
     return base_url.rstrip("/")
+
+
+def check_api_key(api_key: str) -> str:
+    """Refuse a key that cannot go into an HTTP header, without ever echoing it.
+
+    Surrounding whitespace (a key read from a file ends with a newline) is dropped. Anything else that is
+    not printable ASCII would only fail later, deep in the HTTP stack, as a retried "connection" error or a
+    UnicodeEncodeError, so it is refused here; the message names the position, never the key.
+    """
+    if not isinstance(api_key, str):
+        raise ConfigurationError(f"api_key must be a string, not {type(api_key).__name__}")
+    key = api_key.strip()
+    if not key:
+        raise ConfigurationError("api_key is empty")
+    for position, char in enumerate(key):
+        if not (" " < char <= "~"):
+            raise ConfigurationError(
+                f"api_key has a character that cannot be sent in an HTTP header at position {position} "
+                f"(code point {ord(char)}); DeepInfra keys are printable ASCII without spaces"
+            )
+    return key
+
+
+def display_url(url: str) -> str:
+    """`url` without user info, query or fragment, safe to show in messages and reprs."""
+    parsed = urlparse(url)
+    host = parsed.hostname or ""
+    if parsed.port is not None:
+        host = f"{host}:{parsed.port}"
+    return f"{parsed.scheme}://{host}{parsed.path}"
 
 
 class Transport:
     """Sends chat-completion requests to DeepInfra and yields parsed stream chunks.
 
-    The API key lives only inside the openai client; `repr` and every error leave it out.
+    The API key lives only inside the openai client; `repr` and every error leave it out (and any user
+    info or query in the base_url too).
     """
 
     def __init__(
@@ -116,13 +149,19 @@ class Transport:
         retry: RetryPolicy | None = None,
         **client_kwargs: Any,
     ) -> None:
-        self.base_url = check_base_url(base_url)
+        url = check_base_url(base_url)
+        #: The endpoint as shown in messages and reprs (no user info or query, which may hold credentials).
+        self.base_url = display_url(url)
         self.retry = retry or RetryPolicy()
+        if self.retry.max_retries < 0:
+            raise ConfigurationError(f"max_retries must be 0 or more, got {self.retry.max_retries}")
+        if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
+            raise ConfigurationError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
         self.stats = CallStats()
         self._lock = threading.Lock()
         self._client = openai.OpenAI(
-            api_key=api_key,
-            base_url=self.base_url,
+            api_key=check_api_key(api_key),
+            base_url=url,
             max_retries=0,
             timeout=timeout,
             **client_kwargs,
@@ -137,9 +176,7 @@ class Transport:
                 setattr(self.stats, name, getattr(self.stats, name) + inc)
 
     @contextmanager
-    def stream_chat(
-        self, body: dict[str, Any], *, model: str | None = None
-    ) -> Iterator[Iterator[ChatCompletionChunk]]:
+    def stream_chat(self, body: dict[str, Any], *, model: str | None = None) -> Iterator[Iterator[ChatCompletionChunk]]:
         """Open a streaming chat completion for `body` (sent verbatim) and yield its chunks.
 
         Opening the stream is retried per `RetryPolicy`; once chunks flow, a failure is raised as a typed
@@ -165,6 +202,15 @@ class Transport:
                 )
                 _check_content_type(stream, model=model)
                 return stream
+            except UnicodeEncodeError as exc:
+                # Python strings may hold lone surrogates (from bad decoding); JSON over HTTP cannot.
+                bad = exc.object[exc.start : exc.end] if isinstance(exc.object, str) else ""
+                raise InvalidProgramError(
+                    f"the request holds text that is not valid Unicode ({bad!r} at character {exc.start} of "
+                    f"the encoded body: {exc.reason}); clean the prompt or schema, e.g. with "
+                    "text.encode('utf-8', 'replace').decode()",
+                    model=model,
+                ) from None
             except openai.APIStatusError as exc:
                 error = error_from_status(exc.status_code, _response_body(exc.response), model=model)
                 retry_after = parse_retry_after(exc.response.headers.get("retry-after"))
@@ -181,8 +227,7 @@ class Transport:
             except openai.APIConnectionError as exc:
                 if attempt >= self.retry.max_retries:
                     raise ConnectionFailedError(
-                        f"could not reach {self.base_url} after {attempt + 1} attempts: "
-                        f"{type(exc.__cause__).__name__}",
+                        f"could not reach {self.base_url} after {attempt + 1} attempts: {type(exc.__cause__).__name__}",
                         model=model,
                     ) from None
                 error, retry_after = None, None
@@ -234,9 +279,7 @@ def _check_content_type(stream: Stream[ChatCompletionChunk], *, model: str | Non
     )
 
 
-def _checked_chunks(
-    stream: Stream[ChatCompletionChunk], *, model: str | None
-) -> Iterator[ChatCompletionChunk]:
+def _checked_chunks(stream: Stream[ChatCompletionChunk], *, model: str | None) -> Iterator[ChatCompletionChunk]:
     """Yield chunks, turning SDK and decoding failures mid-stream into typed errors.
 
     Each chunk is checked for the shape the interpreter and guidance's stream handler read, so a garbled
@@ -274,15 +317,11 @@ def _checked_chunks(
     except _TIMEOUT_ERRORS:
         raise RequestTimeoutError("the stream stalled past the timeout", model=model) from None
     except _TRANSPORT_ERRORS as exc:
-        raise ProtocolError(
-            f"the stream broke off after {seen} chunks: {type(exc).__name__}", model=model
-        ) from None
+        raise ProtocolError(f"the stream broke off after {seen} chunks: {type(exc).__name__}", model=model) from None
     if seen == 0:
         raise ProtocolError("the server closed the stream without sending any chunk", model=model)
     if not saw_choice:
-        raise ProtocolError(
-            f"the stream carried no choices ({seen} chunks, all with empty `choices`)", model=model
-        )
+        raise ProtocolError(f"the stream carried no choices ({seen} chunks, all with empty `choices`)", model=model)
     if not saw_finish:
         raise ProtocolError(
             f"the stream ended after {seen} chunks without a finish_reason: the answer was cut short",
@@ -318,8 +357,7 @@ def _chunk_problem(chunk: Any) -> str | None:
             return f"`finish_reason` is {type(finish).__name__}, not a string"
         tool_calls = getattr(delta, "tool_calls", None)
         if tool_calls is not None and not (
-            isinstance(tool_calls, list)
-            and all(isinstance(getattr(t, "index", None), int) for t in tool_calls)
+            isinstance(tool_calls, list) and all(isinstance(getattr(t, "index", None), int) for t in tool_calls)
         ):
             return "`delta.tool_calls` is not a list of indexed tool calls"
         if not _logprobs_usable(getattr(choice, "logprobs", None)):

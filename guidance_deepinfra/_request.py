@@ -6,6 +6,7 @@ tests can check what we send without a server. Only parameters DeepInfra documen
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -56,6 +57,34 @@ USER_DEFAULT_FIELDS: frozenset[str] = DOCUMENTED_FIELDS - {
 SAMPLING_FIELDS = {"top_p": "top_p", "top_k": "top_k", "min_p": "min_p", "repetition_penalty": "repetition_penalty"}
 
 
+_NUMBER_FIELDS = frozenset(
+    {"temperature", "top_p", "min_p", "presence_penalty", "frequency_penalty", "repetition_penalty"}
+)
+_INTEGER_FIELDS = frozenset({"top_k", "seed", "max_tokens", "n"})
+_STRING_FIELDS = frozenset({"service_tier", "reasoning_effort"})
+
+
+def check_value(name: str, value: Any, error: type[Exception] = ConfigurationError) -> Any:
+    """Refuse a value of the wrong JSON type before it is sent (DeepInfra would answer 422 after a round trip).
+
+    Only types are checked, not ranges: DeepInfra's accepted ranges differ between models.
+    """
+    if name in _NUMBER_FIELDS:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        kind = "a finite number"
+    elif name in _INTEGER_FIELDS:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        kind = "an integer"
+    elif name in _STRING_FIELDS:
+        ok = isinstance(value, str)
+        kind = "a string"
+    else:
+        return value
+    if not ok:
+        raise error(f"{name} must be {kind}, got {value!r}")
+    return value
+
+
 def check_defaults(defaults: Mapping[str, Any] | None) -> dict[str, Any]:
     """Validate user request defaults (``seed``, ``service_tier``, ``reasoning_effort``...) up front."""
     if not defaults:
@@ -66,6 +95,8 @@ def check_defaults(defaults: Mapping[str, Any] | None) -> dict[str, Any]:
             f"unsupported request field(s) {unknown}: DeepInfra documents only {sorted(USER_DEFAULT_FIELDS)} "
             "as per-model settings"
         )
+    for name, value in defaults.items():
+        check_value(name, value)
     return dict(defaults)
 
 
@@ -83,7 +114,7 @@ def sampling_fields(sampling_params: Mapping[str, Any] | None) -> dict[str, Any]
             raise ConfigurationError(f"unknown sampling parameter {key!r}; known: {sorted(SAMPLING_FIELDS)}")
         if key == "top_p" and value == 1.0:
             continue  # DeepInfra's default; sending it changes nothing
-        out[field] = value
+        out[field] = check_value(field, value)
     return out
 
 
@@ -109,7 +140,7 @@ def chat_body(
     body.update(defaults or {})
     body.update(sampling or {})
     if temperature is not None:
-        body["temperature"] = temperature
+        body["temperature"] = check_value("temperature", temperature, InvalidProgramError)
     if max_tokens is not None:
         if not isinstance(max_tokens, int) or max_tokens <= 0:
             raise InvalidProgramError(f"max_tokens must be a positive integer, got {max_tokens!r}")
