@@ -18,6 +18,7 @@ import argparse
 import importlib.util
 import json
 import os
+import shlex
 import sys
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -84,15 +85,16 @@ class _Session:
 _SESSIONS: dict[str, _Session] = {}
 
 
-def scripted_replies(name: str) -> list[Any]:
-    """The replies a notebook's cassette is synthesized from (``REPLIES[name]`` in ``notebooks/_replies.py``)."""
+def scripted_replies(name: str) -> Any:
+    """The replies a notebook's cassette is synthesized from (``REPLIES[name]`` in ``notebooks/_replies.py``):
+    a list answered in order, or a function from request body to reply for requests sent concurrently."""
     path = project_root() / "notebooks" / "_replies.py"
     spec = importlib.util.spec_from_file_location("_notebook_replies", path)
     if spec is None or spec.loader is None:
         raise FileNotFoundError(path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return list(module.REPLIES[name])
+    return module.REPLIES[name]
 
 
 def connect(name: str, model: str = DEFAULT_MODEL, **kwargs: Any) -> DeepInfra:
@@ -124,13 +126,45 @@ def connect(name: str, model: str = DEFAULT_MODEL, **kwargs: Any) -> DeepInfra:
 
         path.parent.mkdir(parents=True, exist_ok=True)
         path.unlink(missing_ok=True)
-        fake = session.stack.enter_context(FakeDeepInfra())
-        fake.push(*scripted_replies(name))
+        replies = scripted_replies(name)
+        fake = session.stack.enter_context(FakeDeepInfra(replies if callable(replies) else None))
+        if not callable(replies):
+            fake.push(*replies)
         session.fake_url = fake.base_url
         session.cassette = session.stack.enter_context(make_vcr("all").use_cassette(str(path)))
         lm = DeepInfra(model, api_key=REPLAY_KEY, base_url=fake.base_url, **kwargs)
     _SESSIONS[name] = session
     return lm
+
+
+def command(line: str) -> int:
+    """Run a ``guidance-deepinfra`` command in this kernel, inside the cassette of the notebook's `connect()`.
+
+    ``command("extract --schema s.json --input in.jsonl --output out.jsonl")`` does what that command does in
+    a terminal; running it in-process lets the offline modes replay (or synthesize) its requests too. The
+    command's own model reads its key and endpoint from the environment, so offline they are set for the
+    duration of the call. Returns the command's exit code.
+    """
+    from .cli import main as cli_main
+
+    if len(_SESSIONS) != 1 and current_mode() != "live":
+        raise RuntimeError("call connect(name) once before command(), so its requests go to that cassette")
+    overrides: dict[str, str] = {}
+    for session in _SESSIONS.values():
+        if session.mode in ("replay", "synthesize"):
+            overrides = {"DEEPINFRA_API_KEY": REPLAY_KEY, "DEEPINFRA_BASE_URL": session.fake_url or DEFAULT_BASE_URL}
+        elif session.mode == "record":
+            overrides = {"DEEPINFRA_BASE_URL": DEFAULT_BASE_URL}
+    saved = {key: os.environ.get(key) for key in overrides}
+    os.environ.update(overrides)
+    try:
+        return cli_main(shlex.split(line))
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def finish() -> list[dict[str, Any]]:
@@ -157,18 +191,25 @@ class NotebookRun:
     sessions: list[dict[str, Any]]
 
 
-def _this_python_kernel_manager() -> Any:
-    """A kernel manager for the ``python3`` kernel that always runs this interpreter, whatever kernel specs
-    are installed (a user-level ``python3`` spec could otherwise point at another Python)."""
+def _this_python_kernel_manager_class() -> type:
+    """A kernel manager whose ``python3`` kernel always runs this interpreter, whatever kernel specs are
+    installed (a user-level ``python3`` spec could otherwise point at another Python). nbclient creates it,
+    so nbclient also shuts the kernel down."""
     from ipykernel.kernelspec import get_kernel_dict
     from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
     from jupyter_client.manager import AsyncKernelManager
+    from traitlets import default
 
-    class ThisPython(KernelSpecManager):
+    class ThisPythonSpecs(KernelSpecManager):
         def get_kernel_spec(self, kernel_name: str) -> KernelSpec:
             return KernelSpec(resource_dir="", **get_kernel_dict())
 
-    return AsyncKernelManager(kernel_name="python3", kernel_spec_manager=ThisPython())
+    class ThisPythonKernel(AsyncKernelManager):
+        @default("kernel_spec_manager")
+        def _this_python_specs(self) -> KernelSpecManager:
+            return ThisPythonSpecs()
+
+    return ThisPythonKernel
 
 
 def run_notebook(path: Path, mode: str = "replay", *, save: bool = False, timeout: int = 120) -> NotebookRun:
@@ -186,7 +227,7 @@ def run_notebook(path: Path, mode: str = "replay", *, save: bool = False, timeou
     env[MODE_VARIABLE] = mode
     client = NotebookClient(
         nb,
-        km=_this_python_kernel_manager(),
+        kernel_manager_class=_this_python_kernel_manager_class(),
         timeout=timeout,
         record_timing=False,  # timestamps would change the saved notebooks on every run
         kernel_name="python3",

@@ -58,3 +58,36 @@ REPLIES["classification"] = [
         completion_tokens=19,
     ),
 ]
+
+
+# Batch extraction sends its requests concurrently, so they are answered by review text, not in order.
+REVIEWS: dict[str, tuple[str, int, str]] = {
+    # review text: (product, rating, sentiment)
+    "The kettle boils fast and looks great on the counter.": ("kettle", 5, "positive"),
+    "Headphones broke after two weeks. Sound was fine until then.": ("headphones", 2, "mixed"),
+    "This desk lamp flickers constantly. Returning it.": ("desk lamp", 1, "negative"),
+    "Comfortable office chair, though assembly took an hour.": ("office chair", 4, "mixed"),
+    "Ten out of five! Best toaster I have ever owned!": ("toaster", 10, "positive"),
+    "The blender is loud but crushes ice perfectly.": ("blender", 4, "mixed"),
+    "Umbrella turned inside out in the first gust.": ("umbrella", 1, "negative"),
+    "These running shoes fit perfectly from day one.": ("running shoes", 5, "positive"),
+    "The backpack zipper jammed on the first trip.": ("backpack", 2, "negative"),
+    "Great coffee grinder, very consistent grind size.": ("coffee grinder", 5, "positive"),
+    "The phone case is fine. Nothing special.": ("phone case", 3, "mixed"),
+    "Water bottle keeps drinks cold all day, love it.": ("water bottle", 5, "positive"),
+    "The air fryer works, but the basket is hard to clean.": ("air fryer", 3, "mixed"),
+    "Monitor arrived with a dead pixel in the centre.": ("monitor", 1, "negative"),
+}
+
+
+def review_reply(body: dict) -> Reply:
+    """The extraction answer for the review in the request's user message (a rating of 10 breaks the schema)."""
+    import json
+
+    text = next(m["content"] for m in body["messages"] if m["role"] == "user")
+    product, rating, sentiment = REVIEWS[text]
+    answer = {"product": product, "rating": rating, "sentiment": sentiment}
+    return Reply.text(json.dumps(answer), prompt_tokens=60 + len(text) // 4, completion_tokens=18)
+
+
+REPLIES["batch_extraction"] = review_reply
