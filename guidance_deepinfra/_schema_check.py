@@ -19,8 +19,10 @@ specification allows.
 
 from __future__ import annotations
 
+import copy
 import json
 import re
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -87,8 +89,35 @@ def schema_from_user(schema: Any) -> dict[str, Any] | None:
     )
 
 
+_PREPARED: dict[tuple[str, str], PreparedSchema] = {}
+_PREPARED_LIMIT = 256
+_PREPARED_LOCK = threading.Lock()
+
+
 def prepare(schema: dict[str, Any] | None, *, default_name: str = "response") -> PreparedSchema:
-    """Check `schema` as described in the module docstring and build its validator."""
+    """Check `schema` as described in the module docstring and build its validator.
+
+    Checking a schema costs milliseconds, so prepared schemas are kept (keyed by their canonical JSON): a
+    batch running one schema over thousands of inputs checks it once.
+    """
+    try:
+        key = (json.dumps(schema, sort_keys=True), default_name)
+    except (TypeError, ValueError):
+        return _prepare(schema, default_name=default_name)
+    with _PREPARED_LOCK:
+        cached = _PREPARED.get(key)
+    if cached is not None:
+        return cached
+    # A private copy: a caller mutating its dict later must not change what a cached entry sends.
+    prepared = _prepare(copy.deepcopy(schema), default_name=default_name)
+    with _PREPARED_LOCK:
+        if len(_PREPARED) >= _PREPARED_LIMIT:
+            _PREPARED.pop(next(iter(_PREPARED)))
+        _PREPARED[key] = prepared
+    return prepared
+
+
+def _prepare(schema: dict[str, Any] | None, *, default_name: str) -> PreparedSchema:
     if schema is None:
         any_object = dict(ANY_OBJECT)
         return PreparedSchema(any_object, jsonschema.Draft202012Validator(any_object), "json_object", False)
