@@ -126,6 +126,13 @@ def _scrub_request(request: Any) -> Any:
     return request
 
 
+def _scrub_response(response: dict[str, Any]) -> dict[str, Any]:
+    # Live answers can carry cookies and account or request identifiers; replay needs none of them.
+    keep = {"content-type", "retry-after", "date"}
+    response["headers"] = {k: v for k, v in response.get("headers", {}).items() if k.lower() in keep}
+    return response
+
+
 def _json_body_matcher(r1: Any, r2: Any) -> None:
     def parse(body: Any) -> Any:
         if isinstance(body, bytes):
@@ -145,6 +152,7 @@ def make_vcr(record_mode: str) -> Any:
         match_on=["method", "path", "json_body"],
         filter_headers=["authorization"],
         before_record_request=_scrub_request,
+        before_record_response=_scrub_response,
         decode_compressed_response=True,
     )
     recorder.register_matcher("json_body", _json_body_matcher)
