@@ -91,3 +91,16 @@ def review_reply(body: dict) -> Reply:
 
 
 REPLIES["batch_extraction"] = review_reply
+
+REPLIES["regex_and_grammars"] = [
+    # gen(regex=...) on a regular pattern goes to the server as a JSON Schema string pattern: a JSON string.
+    Reply.text('"1969-07-20"', prompt_tokens=34, completion_tokens=7),
+    # Two regex captures in one grammar, with prose after the match that is cut off.
+    Reply.text('"Grace, age 85. She wrote the first compiler."', prompt_tokens=38, completion_tokens=13),
+    # A Lark grammar: the answer goes wrong midway, the accepted prefix is continued.
+    Reply.text("(3+4)x12", prompt_tokens=41, completion_tokens=5),
+    Reply.text("*12", prompt_tokens=47, completion_tokens=2),
+    # Attempts run out: neither answer is an expression.
+    Reply.text("I would rather explain it in words.", prompt_tokens=41, completion_tokens=9),
+    Reply.text("Three plus four, times twelve.", prompt_tokens=112, completion_tokens=8),
+]

@@ -45,6 +45,7 @@ def connected_name(notebook: Any) -> str:
 def test_every_notebook_has_its_cassette_and_no_cassette_is_orphaned() -> None:
     assert NOTEBOOKS and NOTEBOOKS[0].name == "01_quickstart.ipynb"
     names = {connected_name(nbformat.read(p, as_version=4)) for p in NOTEBOOKS}
+    assert names == {p.stem.partition("_")[2] for p in NOTEBOOKS}, "connect() takes the notebook's name"
     assert names == {p.stem for p in CASSETTES.glob("*.yaml")}
     assert names == set(json.loads((CASSETTES / "provenance.json").read_text()))
 
