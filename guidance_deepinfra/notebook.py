@@ -15,6 +15,7 @@ with the loopback fake server). `run_notebook()` executes a notebook in a fresh 
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib.util
 import json
 import os
@@ -68,21 +69,33 @@ class _Session:
     mode: str
     stack: ExitStack = field(default_factory=ExitStack)
     cassette: Any = None
-    fake_url: str | None = None
+    fake: Any = None
+    scripted: int | None = None  # replies scripted as a list: every one must be used, and no more
 
     def close(self) -> dict[str, Any]:
         played = self.cassette.play_count if self.cassette is not None else 0
         recorded = len(self.cassette.data) if self.cassette is not None else 0
+        sent = len(self.fake.requests) if self.fake is not None else 0
         self.stack.close()  # writes the cassette when recording
+        if self.scripted is not None and sent != self.scripted:
+            raise RuntimeError(f"{self.name}: {self.scripted} replies scripted but {sent} requests sent")
         path = cassette_dir() / f"{self.name}.yaml"
-        if self.fake_url is not None:
-            _rewrite_to_deepinfra(path, self.fake_url)
+        if self.fake is not None:
+            _rewrite_to_deepinfra(path, self.fake.base_url)
         if self.mode in PROVENANCE:
             _update_provenance(cassette_dir(), self.name, PROVENANCE[self.mode])
         return {"name": self.name, "mode": self.mode, "recorded": recorded, "played": played}
 
 
 _SESSIONS: dict[str, _Session] = {}
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    """Write cassettes still open when the kernel stops (a notebook recorded by hand in Jupyter)."""
+    for session in _SESSIONS.values():
+        session.close()
+    _SESSIONS.clear()
 
 
 def scripted_replies(name: str) -> Any:
@@ -127,10 +140,10 @@ def connect(name: str, model: str = DEFAULT_MODEL, **kwargs: Any) -> DeepInfra:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.unlink(missing_ok=True)
         replies = scripted_replies(name)
-        fake = session.stack.enter_context(FakeDeepInfra(replies if callable(replies) else None))
+        fake = session.fake = session.stack.enter_context(FakeDeepInfra(replies if callable(replies) else None))
         if not callable(replies):
+            session.scripted = len(replies)
             fake.push(*replies)
-        session.fake_url = fake.base_url
         session.cassette = session.stack.enter_context(make_vcr("all").use_cassette(str(path)))
         lm = DeepInfra(model, api_key=REPLAY_KEY, base_url=fake.base_url, **kwargs)
     _SESSIONS[name] = session
@@ -152,7 +165,10 @@ def command(line: str) -> int:
     overrides: dict[str, str] = {}
     for session in _SESSIONS.values():
         if session.mode in ("replay", "synthesize"):
-            overrides = {"DEEPINFRA_API_KEY": REPLAY_KEY, "DEEPINFRA_BASE_URL": session.fake_url or DEFAULT_BASE_URL}
+            overrides = {
+                "DEEPINFRA_API_KEY": REPLAY_KEY,
+                "DEEPINFRA_BASE_URL": session.fake.base_url if session.fake else DEFAULT_BASE_URL,
+            }
         elif session.mode == "record":
             overrides = {"DEEPINFRA_BASE_URL": DEFAULT_BASE_URL}
     saved = {key: os.environ.get(key) for key in overrides}

@@ -87,7 +87,7 @@ def review_reply(body: dict) -> Reply:
     text = next(m["content"] for m in body["messages"] if m["role"] == "user")
     product, rating, sentiment = REVIEWS[text]
     answer = {"product": product, "rating": rating, "sentiment": sentiment}
-    return Reply.text(json.dumps(answer), prompt_tokens=60 + len(text) // 4, completion_tokens=18)
+    return Reply.text(json.dumps(answer), prompt_tokens=64 + len(text) // 4, completion_tokens=18)
 
 
 REPLIES["batch_extraction"] = review_reply
