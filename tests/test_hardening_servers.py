@@ -12,8 +12,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from guidance import assistant, gen, user
+from guidance import assistant, gen, select, user
 
+import guidance_deepinfra
 from guidance_deepinfra import (
     APIError,
     AuthenticationError,
@@ -155,11 +156,7 @@ def test_stream_without_any_event(fake: FakeDeepInfra, make_model: MakeModel) ->
 def test_usage_only_chunk_after_the_answer_is_fine(fake: FakeDeepInfra, make_model: MakeModel) -> None:
     """OpenAI-style trailing usage chunk with empty choices is valid, not a protocol error."""
     usage = {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9}
-    fake.push(
-        Reply.sse(
-            [_chunk(_text_choice("Hi!")), _chunk(_text_choice("", "stop")), _chunk([], usage=usage), DONE]
-        )
-    )
+    fake.push(Reply.sse([_chunk(_text_choice("Hi!")), _chunk(_text_choice("", "stop")), _chunk([], usage=usage), DONE]))
     lm = _run_ok(_ready(make_model))
     assert lm["answer"] == "Hi!"
     assert lm.usage.prompt_tokens == 7 and lm.usage.completion_tokens == 2
@@ -193,9 +190,7 @@ def test_error_event_with_a_status_code_is_typed(fake: FakeDeepInfra, make_model
 
 
 def test_200_with_html_body(fake: FakeDeepInfra, make_model: MakeModel, sleeps: list[float]) -> None:
-    page = (
-        b"<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1>nginx</body></html>"
-    )
+    page = b"<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1>nginx</body></html>"
     fake.push(Reply.raw(200, page, "text/html; charset=utf-8"))
     error = _run_failing(_ready(make_model), ProtocolError)
     assert "text/html" in str(error) and "502 Bad Gateway" in str(error) and "<h1>" not in str(error)
@@ -234,9 +229,7 @@ def test_html_sent_as_event_stream(fake: FakeDeepInfra, make_model: MakeModel) -
     ],
     ids=["json-completion", "text-plain", "no-content-type"],
 )
-def test_wrong_content_type(
-    fake: FakeDeepInfra, make_model: MakeModel, body: bytes, content_type: str
-) -> None:
+def test_wrong_content_type(fake: FakeDeepInfra, make_model: MakeModel, body: bytes, content_type: str) -> None:
     reply = Reply.raw(200, body, content_type) if content_type else Reply(status=200, body=body, headers={})
     fake.push(reply)
     error = _run_failing(_ready(make_model), ProtocolError)
@@ -263,9 +256,7 @@ def test_huge_single_event_line(fake: FakeDeepInfra, make_model: MakeModel) -> N
     assert lm["answer"] == text
 
 
-def test_huge_error_and_garbage_bodies_give_short_messages(
-    fake: FakeDeepInfra, make_model: MakeModel
-) -> None:
+def test_huge_error_and_garbage_bodies_give_short_messages(fake: FakeDeepInfra, make_model: MakeModel) -> None:
     fake.push(Reply.raw(400, b"E" * 5_000_000, "text/plain"))
     error = _run_failing(_ready(make_model), InvalidParameterError)
     assert len(str(error)) < 400
@@ -294,9 +285,7 @@ def test_hung_connection_before_headers_is_retried_then_times_out(
     assert len(fake.requests) == 2 and len(sleeps) == 1
 
 
-def test_slow_first_answer_then_success(
-    fake: FakeDeepInfra, make_model: MakeModel, sleeps: list[float]
-) -> None:
+def test_slow_first_answer_then_success(fake: FakeDeepInfra, make_model: MakeModel, sleeps: list[float]) -> None:
     fake.push(Reply.hanging(5, before_headers=True), Reply.text("Hello!"))
     lm = _run_ok(_ready(make_model, timeout=0.3, max_retries=2))
     assert lm["answer"] == "Hello!"
@@ -308,9 +297,7 @@ def test_slow_first_answer_then_success(
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504])
-def test_5xx_storm_is_bounded(
-    fake: FakeDeepInfra, make_model: MakeModel, sleeps: list[float], status: int
-) -> None:
+def test_5xx_storm_is_bounded(fake: FakeDeepInfra, make_model: MakeModel, sleeps: list[float], status: int) -> None:
     fake.push(*[Reply.error(status, {"detail": "Internal Server Error"}) for _ in range(10)])
     error = _run_failing(_ready(make_model, max_retries=3), ServerError)
     assert error.status == status and "Internal Server Error" in str(error)
@@ -329,9 +316,7 @@ def test_5xx_then_success(fake: FakeDeepInfra, make_model: MakeModel, sleeps: li
     assert lm.transport.stats.retries == 2
 
 
-def test_max_retries_zero_means_one_request(
-    fake: FakeDeepInfra, make_model: MakeModel, sleeps: list[float]
-) -> None:
+def test_max_retries_zero_means_one_request(fake: FakeDeepInfra, make_model: MakeModel, sleeps: list[float]) -> None:
     fake.push(Reply.error(500, {"detail": "boom"}), Reply.text("never sent"))
     _run_failing(_ready(make_model, max_retries=0), ServerError)
     assert len(fake.requests) == 1 and sleeps == []
@@ -353,9 +338,7 @@ def test_429_retry_after_is_capped(fake: FakeDeepInfra, make_model: MakeModel, s
     assert sleeps == [lm.transport.retry.max_delay]
 
 
-def test_429_with_http_date_retry_after(
-    fake: FakeDeepInfra, make_model: MakeModel, sleeps: list[float]
-) -> None:
+def test_429_with_http_date_retry_after(fake: FakeDeepInfra, make_model: MakeModel, sleeps: list[float]) -> None:
     fake.push(Reply.error(429, {"error": {"message": "Rate limited"}}, headers={"retry-after": "garbage"}))
     fake.push(
         Reply.error(
@@ -375,10 +358,7 @@ def test_429_with_http_date_retry_after(
 def test_persistent_429_ends_in_rate_limit_error(
     fake: FakeDeepInfra, make_model: MakeModel, sleeps: list[float]
 ) -> None:
-    fake.push(
-        *[Reply.error(429, {"error": {"message": "Model busy, retry later"}}, headers={"retry-after": "2"})]
-        * 5
-    )
+    fake.push(*[Reply.error(429, {"error": {"message": "Model busy, retry later"}}, headers={"retry-after": "2"})] * 5)
     error = _run_failing(_ready(make_model, max_retries=2), RateLimitError)
     assert "Model busy" in str(error) and error.status == 429
     assert sleeps == [2.0, 2.0]
@@ -497,9 +477,7 @@ def test_context_length_error_from_deepinfra_400(
         "You requested a total of 140000 tokens: 139990 tokens from the input messages "
         "and 10 tokens for the completion."
     )
-    fake.push(
-        Reply.error(400, {"error": {"message": message, "type": "invalid_request_error", "param": None}})
-    )
+    fake.push(Reply.error(400, {"error": {"message": message, "type": "invalid_request_error", "param": None}}))
     lm = make_model()
     with user():
         lm += "word " * 20_000
@@ -510,15 +488,11 @@ def test_context_length_error_from_deepinfra_400(
 
 
 def test_context_length_error_in_detail_shape(fake: FakeDeepInfra, make_model: MakeModel) -> None:
-    fake.push(
-        Reply.error(400, {"detail": "This model's maximum context length is 8192 tokens, input too long"})
-    )
+    fake.push(Reply.error(400, {"detail": "This model's maximum context length is 8192 tokens, input too long"}))
     _run_failing(_ready(make_model), ContextLengthError)
 
 
-def test_unknown_model_is_model_not_found(
-    fake: FakeDeepInfra, make_model: MakeModel, sleeps: list[float]
-) -> None:
+def test_unknown_model_is_model_not_found(fake: FakeDeepInfra, make_model: MakeModel, sleeps: list[float]) -> None:
     fake.push(Reply.error(404, {"detail": "The model `no/such-model` does not exist"}))
     error = _run_failing(_ready(make_model, model="no/such-model"), ModelNotFoundError)
     assert error.model == "no/such-model" and "no/such-model" in str(error)
@@ -534,9 +508,7 @@ def test_empty_error_body(fake: FakeDeepInfra, make_model: MakeModel) -> None:
 
 def test_the_model_still_works_after_a_failed_call(fake: FakeDeepInfra, make_model: MakeModel) -> None:
     """A failed call leaves no partial assistant text behind for the next request to send."""
-    fake.push(
-        Reply.sse([_chunk(_text_choice("partial answ")), b'data: {"bro'], cut=True), Reply.text("Hello!")
-    )
+    fake.push(Reply.sse([_chunk(_text_choice("partial answ")), b'data: {"bro'], cut=True), Reply.text("Hello!"))
     lm = _ready(make_model)
     _run_failing(lm, ProtocolError)
     lm = _run_ok(lm)
@@ -544,3 +516,51 @@ def test_the_model_still_works_after_a_failed_call(fake: FakeDeepInfra, make_mod
     asked = {"role": "user", "content": "Say hello."}
     assert fake.requests[0]["messages"] == [asked, {"role": "assistant", "content": "Reply: "}]
     assert fake.requests[1]["messages"] == [asked]
+
+
+# --------------------------------------------------------------------------- every kind of node
+
+
+def _json_node() -> Any:
+    return guidance_deepinfra.json("doc", schema={"type": "object", "required": ["a"]})
+
+
+def _select_node() -> Any:
+    return select(["red", "green"], name="doc")
+
+
+def _regex_node() -> Any:
+    return gen("doc", regex=r"\d{3}-\d{4}")
+
+
+def _gen_node() -> Any:
+    return gen("doc", max_tokens=10)
+
+
+NODES = {"json": _json_node, "select": _select_node, "regex": _regex_node, "gen": _gen_node}
+FAILURES = {
+    "cut-mid-stream": ([Reply.sse([_chunk(_text_choice('{"a": 1, "b": [')), b'data: {"cho'], cut=True)], ProtocolError),
+    "garbled-chunk": ([Reply.sse([_chunk(_text_choice('{"a"')), _chunk([{"index": 0}]), DONE])], ProtocolError),
+    "no-finish": ([Reply.sse([_chunk(_text_choice('{"a": 1}')), DONE])], ProtocolError),
+    "5xx-storm": ([Reply.error(503, {"detail": "busy"})] * 3, ServerError),
+    "hung": ([Reply.hanging(5)], RequestTimeoutError),
+}
+
+
+@pytest.mark.parametrize("failure", sorted(FAILURES))
+@pytest.mark.parametrize("kind", sorted(NODES))
+def test_a_failed_call_sets_no_capture_for_any_node(
+    fake: FakeDeepInfra, make_model: MakeModel, sleeps: list[float], kind: str, failure: str
+) -> None:
+    replies, error = FAILURES[failure]
+    fake.push(*replies, Reply.text("not to be used"))
+    lm = _ready(make_model, timeout=0.3, max_retries=2)
+    before = str(lm)
+    with pytest.raises(error):
+        with assistant():
+            lm + "Answer: " + NODES[kind]()
+    assert str(lm) == before
+    with pytest.raises(KeyError):
+        lm["doc"]
+    expected_requests = 3 if failure == "5xx-storm" else 1
+    assert len(fake.requests) == expected_requests and len(sleeps) == expected_requests - 1
