@@ -218,7 +218,7 @@ class GrammarLadder:
             restart = self.forced + reply
             same_start = min(len(step.kept), len(self.forced) + 3)
             if restart[:same_start] == step.kept[:same_start]:
-                return [step.kept + reply, restart]
+                return [restart, step.kept + reply]  # first wins a tie: the model said it all again
             return [step.kept + reply]
         return [self.forced + reply]
 
@@ -236,10 +236,15 @@ class GrammarLadder:
         progress_from = len(step.kept.encode()) if step.kind == "repair" else forced_len
         cut_off = result.finish_reason == "length" and (self.rule is None or self.rule.max_tokens is None)
         whole_viable = verdict.viable == verdict.size
-        if cut_off and whole_viable and verdict.can_extend and self.options.repair and verdict.viable > progress_from:
-            # DeepInfra's own output limit cut the answer and the grammar allows more: continue it.
-            self.attempts.append(Attempt(verdict.text, ("cut off by the output limit; continuing",), step.kind))
-            return None, Step("repair", kept=verdict.text + verdict.forced_next)
+        truncated = cut_off and whole_viable and verdict.can_extend
+        if truncated:
+            # DeepInfra's own output limit cut the answer and the grammar allows more: the answer is not the
+            # model's whole answer, so it is neither taken as it is nor cut to a match; it is continued.
+            reason = "cut off by the output limit before the answer ended"
+            self.attempts.append(Attempt(verdict.text, (reason,), step.kind))
+            if self.options.repair and verdict.viable > progress_from:
+                return None, Step("repair", kept=verdict.text + verdict.forced_next)
+            return None, self._retry(verdict, reason)
         if verdict.complete:
             self.attempts.append(Attempt(verdict.text, (), step.kind))
             return verdict.text, step
@@ -255,18 +260,23 @@ class GrammarLadder:
                 return self._accept_trimmed(verdict, step, kept, "completed with the text the grammar forces")
             self.attempts.append(Attempt(verdict.text, (reason,), step.kind))
             return None, Step("repair", kept=kept)
-        if trim and verdict.longest_match is not None and verdict.longest_match > forced_len:
+        longest = verdict.longest_match
+        if trim and longest is not None and longest > forced_len and _ends_there(verdict, longest):
             return self._accept_trimmed(verdict, step, verdict.matched_text or "", "cut to the longest match")
-        if trim:
+        if trim and verdict.viable <= forced_len and step.kind != "repair":
             span = self.compiled.find_embedded(verdict.text)
             if span is not None and span[1] - span[0] > len(self.forced):
                 embedded = verdict.text[span[0] : span[1]]
                 return self._accept_trimmed(verdict, step, embedded, "took the one match in the reply")
         self.attempts.append(Attempt(verdict.text, (reason,), step.kind))
+        return None, self._retry(verdict, reason)
+
+    def _retry(self, verdict: Verdict, reason: str) -> Step:
+        """A fresh answer: with feedback when that rung is on, else the same request again."""
         if self.options.feedback:
             self._add_feedback(verdict, reason)
-            return None, Step("feedback")
-        return None, Step("generate")
+            return Step("feedback")
+        return Step("generate")
 
     def _accept_trimmed(self, verdict: Verdict, step: Step, text: str, how: str) -> tuple[str, Step]:
         self.attempts.append(Attempt(verdict.text, (f"{how}: {text!r}",), step.kind))
@@ -327,15 +337,16 @@ def explain(verdict: Verdict, *, finish_reason: str | None = None) -> str:
     return f"it is incomplete: the text ends before the required form is finished{cut}"
 
 
-def _ends_there(verdict: Verdict) -> bool:
-    """Whether the rejected rest reads as text after an answer (a space, a line break, closing punctuation)
-    rather than a slip inside it (``(3+4)x12``): after a slip the answer is continued, not cut."""
-    rest = verdict.text.encode()[verdict.viable :].decode("utf-8", errors="replace")
+def _ends_there(verdict: Verdict, at: int | None = None) -> bool:
+    """Whether the text after byte `at` (default: the viable prefix) reads as text after an answer (a space,
+    a line break, closing punctuation) rather than a slip inside it (``(3+4)x12``), which is continued."""
+    rest = verdict.text.encode()[verdict.viable if at is None else at :].decode("utf-8", errors="replace")
     return rest[:1].isspace() or (rest[:1] in ".,;:!?)" and (len(rest) == 1 or rest[1:2].isspace()))
 
 
 def _rank(verdict: Verdict) -> tuple[bool, bool, int]:
-    return verdict.complete, verdict.longest_match is not None, verdict.viable
+    """Complete beats incomplete; among complete texts the first candidate wins (not the longest)."""
+    return verdict.complete, verdict.longest_match is not None, 0 if verdict.complete else verdict.viable
 
 
 def _json_string(reply: str) -> str:

@@ -365,3 +365,25 @@ def test_nothing_is_continued_once_the_grammar_can_take_no_more(fake, make_model
     with assistant():
         lm += gen("phone", regex=PHONE)
     assert lm["phone"] == "555-1234" and len(fake.requests) == 1
+
+
+def test_an_answer_cut_by_the_output_limit_is_continued_even_if_it_matches(fake, make_model) -> None:
+    fake.push(Reply.text("a=1\n", finish_reason="length"), Reply.text("b=2\n"))
+    lm = model(make_model)
+    with assistant():
+        lm += KEY_VALUES
+    assert str(lm).endswith("a=1\nb=2\n")
+    assert last_assistant(fake.last) == "a=1\n"
+
+
+def test_valid_content_is_never_dropped_to_reach_an_earlier_match(fake, make_model) -> None:
+    fake.push(Reply.text("a=1\nb=?\n"), Reply.text("?"), Reply.text("a=1\nb=2\n"))
+    lm = model(make_model)
+    with assistant():
+        lm += KEY_VALUES
+    assert str(lm).endswith("a=1\nb=2\n")  # not cut back to "a=1\n"
+    assert [last_assistant(r) if r["messages"][-1]["role"] == "assistant" else None for r in fake.requests] == [
+        None,
+        "a=1\nb=",
+        None,
+    ]
