@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import math
 import random
 import threading
 import time
@@ -80,9 +81,11 @@ def parse_retry_after(value: str | None) -> float | None:
         return None
     value = value.strip()
     try:
-        return float(value)
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return seconds if math.isfinite(seconds) else None
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
@@ -199,6 +202,8 @@ class Transport:
                     body=body,
                     stream=True,
                     stream_cls=Stream[ChatCompletionChunk],
+                    # A redirect would resend the conversation to another address: requests go to base_url only.
+                    options={"follow_redirects": False},
                 )
                 _check_content_type(stream, model=model)
                 return stream
@@ -212,6 +217,8 @@ class Transport:
                     model=model,
                 ) from None
             except openai.APIStatusError as exc:
+                if 300 <= exc.status_code < 400:
+                    raise _redirect_error(exc.response, model=model) from None
                 error = error_from_status(exc.status_code, _response_body(exc.response), model=model)
                 retry_after = parse_retry_after(exc.response.headers.get("retry-after"))
                 if isinstance(error, RateLimitError):
@@ -242,6 +249,17 @@ class Transport:
             self._count(retries=1)
             self.retry.sleep(wait)
             attempt += 1
+
+
+def _redirect_error(response: Any, *, model: str | None) -> ProtocolError:
+    location = response.headers.get("location") or "(no location)"
+    shown = display_url(location) if "://" in location else location[:200]
+    return ProtocolError(
+        f"the server answered with a redirect to {shown!r}; redirects are not followed, so that prompts and "
+        "the key go only to base_url: set base_url to the address that answers",
+        status=response.status_code,
+        model=model,
+    )
 
 
 #: How much of an unexpected or error body is read: enough for any message, bounded for a runaway server.

@@ -285,6 +285,26 @@ def test_hung_connection_before_headers_is_retried_then_times_out(
     assert len(fake.requests) == 2 and len(sleeps) == 1
 
 
+def test_stream_stalling_after_some_text_times_out(fake: FakeDeepInfra, make_model: MakeModel) -> None:
+    fake.push(Reply.text("Hello there, friend", chunk_size=4, chunk_delay=0.6))
+    error = _run_failing(_ready(make_model, timeout=0.3), RequestTimeoutError)
+    assert "stalled" in str(error)
+    assert len(fake.requests) == 1
+
+
+def test_keepalive_comments_and_unknown_fields_are_ignored(fake: FakeDeepInfra, make_model: MakeModel) -> None:
+    lines = [
+        b": keep-alive\n\n",
+        b"event: message\n" + _chunk(_text_choice("Hel")),
+        b": ping\n\n",
+        b"id: 7\nretry: 1000\n" + _chunk(_text_choice("lo", "stop")),
+        DONE,
+    ]
+    fake.push(Reply.sse(lines))
+    lm = _run_ok(_ready(make_model))
+    assert lm["answer"] == "Hello"
+
+
 def test_slow_first_answer_then_success(fake: FakeDeepInfra, make_model: MakeModel, sleeps: list[float]) -> None:
     fake.push(Reply.hanging(5, before_headers=True), Reply.text("Hello!"))
     lm = _run_ok(_ready(make_model, timeout=0.3, max_retries=2))
@@ -353,6 +373,17 @@ def test_429_with_http_date_retry_after(fake: FakeDeepInfra, make_model: MakeMod
     assert len(sleeps) == 2
     assert 0 < sleeps[0] <= lm.transport.retry.base_delay  # unparseable: ordinary backoff
     assert sleeps[1] == 0.0  # a date in the past: no wait
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-5"])
+def test_429_with_nonsense_retry_after(
+    fake: FakeDeepInfra, make_model: MakeModel, sleeps: list[float], value: str
+) -> None:
+    fake.push(Reply.error(429, {"error": {"message": "Rate limited"}}, headers={"retry-after": value}))
+    fake.push(Reply.text("Hello!"))
+    lm = _run_ok(_ready(make_model))
+    assert lm["answer"] == "Hello!"
+    assert len(sleeps) == 1 and 0 <= sleeps[0] <= lm.transport.retry.max_delay  # a real sleep() accepts it
 
 
 def test_persistent_429_ends_in_rate_limit_error(
@@ -497,6 +528,21 @@ def test_unknown_model_is_model_not_found(fake: FakeDeepInfra, make_model: MakeM
     error = _run_failing(_ready(make_model, model="no/such-model"), ModelNotFoundError)
     assert error.model == "no/such-model" and "no/such-model" in str(error)
     assert fake.last["model"] == "no/such-model"
+    assert len(fake.requests) == 1 and sleeps == []
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_redirects_are_not_followed(
+    fake: FakeDeepInfra, make_model: MakeModel, sleeps: list[float], status: int
+) -> None:
+    """A redirect would send the conversation elsewhere; it is refused, not followed or retried."""
+    with FakeDeepInfra() as elsewhere:
+        target = elsewhere.base_url + "/chat/completions?token=abc"
+        fake.push(Reply(status=status, body=b"", headers={"location": target}))
+        error = _run_failing(_ready(make_model), ProtocolError)
+        assert elsewhere.requests == []
+    assert "redirect" in str(error) and f"(HTTP {status})" in str(error)
+    assert "token=abc" not in str(error)
     assert len(fake.requests) == 1 and sleeps == []
 
 
