@@ -172,9 +172,7 @@ def parse_error_body(body: Any) -> ErrorBody:
         err = body.get("error")
         if isinstance(err, dict):
             message = str(err.get("message") or err.get("msg") or json.dumps(err))
-            return ErrorBody(
-                message=message, error_type=_opt_str(err.get("type")), param=_opt_str(err.get("param"))
-            )
+            return ErrorBody(message=message, error_type=_opt_str(err.get("type")), param=_opt_str(err.get("param")))
         if isinstance(err, str):
             return ErrorBody(message=err)
         detail = body.get("detail")
@@ -206,9 +204,7 @@ def parse_error_body(body: Any) -> ErrorBody:
 
 def _looks_like_html(text: str) -> bool:
     head = text[:200].lower()
-    return head.startswith("<") and (
-        "<html" in head or "<!doctype" in head or "<head" in head or "<body" in head
-    )
+    return head.startswith("<") and ("<html" in head or "<!doctype" in head or "<head" in head or "<body" in head)
 
 
 def _html_summary(text: str) -> str:
@@ -257,9 +253,7 @@ def unsupported_feature(body: ErrorBody) -> str | None:
 def error_from_status(status: int, body: Any, *, model: str | None = None) -> APIError:
     """Build the typed error for a non-2xx answer from DeepInfra."""
     parsed = parse_error_body(body)
-    kwargs: dict[str, Any] = dict(
-        status=status, param=parsed.param, error_type=parsed.error_type, model=model
-    )
+    kwargs: dict[str, Any] = dict(status=status, param=parsed.param, error_type=parsed.error_type, model=model)
     text = parsed.message.lower()
     feature = unsupported_feature(parsed) if 400 <= status < 500 and status not in (401, 403, 429) else None
     if status in (401, 403):

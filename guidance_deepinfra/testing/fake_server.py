@@ -120,9 +120,7 @@ class Reply:
         cut: bool,
     ) -> Reply:
         parts = (
-            list(pieces)
-            if pieces is not None
-            else [text[i : i + chunk_size] for i in range(0, len(text), chunk_size)]
+            list(pieces) if pieces is not None else [text[i : i + chunk_size] for i in range(0, len(text), chunk_size)]
         )
         created = 1764000000
         base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": created, "model": model}
@@ -130,9 +128,7 @@ class Reply:
         events.append(
             {
                 **base,
-                "choices": [
-                    {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
-                ],
+                "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}],
             }
         )
         if reasoning:
@@ -153,9 +149,7 @@ class Reply:
             choice: dict[str, Any] = {"index": 0, "delta": {"content": part}, "finish_reason": None}
             if logprobs:
                 choice["logprobs"] = {
-                    "content": [
-                        {"token": part, "logprob": -0.1, "bytes": list(part.encode()), "top_logprobs": []}
-                    ]
+                    "content": [{"token": part, "logprob": -0.1, "bytes": list(part.encode()), "top_logprobs": []}]
                 }
             events.append({**base, "choices": [choice]})
         completion = completion_tokens if completion_tokens is not None else max(1, len(text) // 4)
@@ -242,9 +236,7 @@ class Reply:
         return cls(events=framed, headers={"content-type": "text/event-stream"})
 
     @classmethod
-    def error(
-        cls, status: int, body: Any, *, headers: dict[str, str] | None = None, delay: float = 0.0
-    ) -> Reply:
+    def error(cls, status: int, body: Any, *, headers: dict[str, str] | None = None, delay: float = 0.0) -> Reply:
         """An error answer; `body` is JSON-encoded unless it is already bytes or str."""
         if isinstance(body, bytes):
             raw = body
@@ -358,9 +350,7 @@ class FakeDeepInfra:
         return f"http://{host!s}:{port}/v1/openai"
 
     def start(self) -> FakeDeepInfra:
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
         return self
 
