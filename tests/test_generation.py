@@ -7,7 +7,13 @@ import warnings
 import pytest
 from guidance import assistant, gen, guidance, models, system, user
 
-from guidance_deepinfra import ConfigurationError, InvalidProgramError, ModelProfile, UnsupportedFeatureError
+from guidance_deepinfra import (
+    ConfigurationError,
+    InvalidParameterError,
+    InvalidProgramError,
+    ModelProfile,
+    UnsupportedFeatureError,
+)
 from guidance_deepinfra.testing import Reply
 
 
@@ -252,7 +258,7 @@ def test_total_usage_counts_calls_whose_program_state_was_lost(fake, make_model)
     lm = _chat(base)
     with assistant():
         lm += gen("a")
-    with pytest.raises(Exception):
+    with pytest.raises(InvalidParameterError):
         with assistant():
             lm += gen("b")
     assert lm.usage.calls == 1
