@@ -45,3 +45,25 @@ def test_cassettes_hold_no_credentials() -> None:
         text = path.read_text().lower()
         assert "authorization" not in text
         assert "bearer" not in text
+
+
+def test_demo_command_replays_offline_without_a_key(capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
+    from guidance_deepinfra.cli import main
+
+    monkeypatch.chdir(CASSETTES.parent)
+    assert main(["demo"]) == 0
+    out = capsys.readouterr().out
+    assert "OFFLINE, replaying recorded DeepInfra traffic" in out
+    assert f"{len(SCENARIOS)} passed, 0 failed" in out
+
+
+def test_demo_goes_live_when_a_key_is_set(monkeypatch) -> None:
+    from guidance_deepinfra.demo import choose_mode
+
+    monkeypatch.setenv("DEEPINFRA_API_KEY", "k")
+    assert choose_mode(None) == "live"
+    monkeypatch.delenv("DEEPINFRA_API_KEY")
+    monkeypatch.setenv("DEEPINFRA_TOKEN", "k")
+    assert choose_mode(None) == "live"
+    monkeypatch.delenv("DEEPINFRA_TOKEN")
+    assert choose_mode(None) == "replay"
