@@ -8,7 +8,9 @@ imperfect the way chat models are: a fresh answer has the case's flaw (right ans
 in the middle, cut off, extra trailing text) with probability 0.7; after feedback it is right with
 probability 0.85; a continuation is right with probability 0.9. Token counts are estimated from text length
 (4 characters a token) and reported by the fake server as DeepInfra would. A run succeeds when the program
-ends with the right text and captures; a wrong accepted value counts as a failure (and is reported).
+ends with the right text and captures; a wrong accepted value counts as a failure (and is reported). Round
+trips and tokens per success divide everything spent, failed runs included, by the successes: the cost of
+one satisfied constraint.
 
 The server rung is measured twice: with the server ignoring the pattern (the reply is the model's JSON string
 of its flawed answer; DeepInfra's enforcement is unverified) and, simulated, with the server enforcing it.
@@ -212,6 +214,8 @@ class ScriptedModel:
     case: Case
     rng: random.Random
     enforce: bool = False
+    requests: int = 0
+    tokens: int = 0
 
     def __post_init__(self) -> None:
         self.forced = compile_node(self.case.node).forced_prefix
@@ -222,7 +226,7 @@ class ScriptedModel:
         written = trailing[len(self.case.prefix) :] if trailing.startswith(self.case.prefix) else ""
         answer = self.case.answer
         fmt = body.get("response_format")
-        feedback = any(m["role"] == "user" and str(m["content"]).startswith("Your previous answer") for m in messages)
+        feedback = any(m["role"] == "user" and "does not have the required form" in str(m["content"]) for m in messages)
         if fmt is not None and self.enforce:
             text, finish = answer, "stop"
         elif len(written) > len(self.forced) and answer.startswith(written):
@@ -247,6 +251,8 @@ class ScriptedModel:
         if fmt is not None and fmt.get("type") == "json_schema":
             text = json.dumps(text)
         prompt_tokens = len(json.dumps(messages)) // 4
+        self.requests += 1
+        self.tokens += prompt_tokens + max(1, len(text) // 4)
         return Reply.text(
             text, finish_reason=finish, prompt_tokens=prompt_tokens, completion_tokens=max(1, len(text) // 4)
         )
@@ -289,7 +295,7 @@ STRATEGIES: list[tuple[str, LadderOptions, bool]] = [
 def run_once(
     case: Case, options: LadderOptions, enforce: bool, seed: int, max_attempts: int
 ) -> tuple[bool, bool, int, int]:
-    """(success, wrong value accepted, round trips, tokens) of one run."""
+    """(success, wrong value accepted, round trips, tokens) of one run; failed runs' requests count too."""
     model = ScriptedModel(case, random.Random(seed), enforce)
     with FakeDeepInfra(model) as fake:
         lm = DeepInfra(
@@ -310,13 +316,9 @@ def run_once(
                 lm += case.prefix
                 lm += case.node
         except ConstraintError:
-            return False, False, 0, 0
-        usage = lm.usage
-        stats = list(usage.constraints.values())
-        round_trips = sum(s.round_trips for s in stats)
-        tokens = sum(s.prompt_tokens + s.completion_tokens for s in stats)
+            return False, False, model.requests, model.tokens
         right = str(lm).endswith(case.prefix + case.answer) and all(lm.get(k) == v for k, v in case.captures.items())
-        return right, not right, round_trips, tokens
+        return right, not right, model.requests, model.tokens
 
 
 def bench_ladder(runs: int, max_attempts: int) -> None:
@@ -332,10 +334,9 @@ def bench_ladder(runs: int, max_attempts: int) -> None:
                 )
                 tally.runs += 1
                 tally.wrong += wrong
-                if ok:
-                    tally.successes += 1
-                    tally.round_trips += rt
-                    tally.tokens += tok
+                tally.successes += ok
+                tally.round_trips += rt
+                tally.tokens += tok
         print(tally.line(label))
 
 
