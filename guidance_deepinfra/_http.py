@@ -136,6 +136,67 @@ def display_url(url: str) -> str:
     return f"{parsed.scheme}://{host}{parsed.path}"
 
 
+def _httpx_module() -> Any:
+    """The HTTP library the installed openai SDK is built on (httpx2 for openai 3, httpx before)."""
+    try:
+        import httpx2
+
+        if isinstance(openai.DefaultHttpxClient(), httpx2.Client):
+            return httpx2
+    except ImportError:
+        pass
+    import httpx
+
+    return httpx
+
+
+def reusing_http_client() -> Any:
+    """openai's default HTTP client, but one that can keep its connection after a finished stream.
+
+    The SDK stops reading a stream at ``data: [DONE]`` and closes the response; with the chunked
+    terminator still unread the connection cannot go back to the pool, so every request would open a new
+    connection (a TLS handshake each, against DeepInfra). Here a response that has delivered ``[DONE]`` is
+    read to its end (a few bytes) on close. A stream closed before ``[DONE]`` (a client-side stop) is not
+    drained: its connection is dropped as before, so no time is spent reading text nobody wants.
+    """
+    httpx = _httpx_module()
+
+    class DrainAfterDone(httpx.SyncByteStream):  # type: ignore[misc,name-defined]
+        limit = 4096
+
+        def __init__(self, inner: Any) -> None:
+            self._inner = inner
+            self._tail = b""
+
+        def __iter__(self) -> Iterator[bytes]:
+            for chunk in self._inner:
+                self._tail = (self._tail + chunk)[-64:]
+                yield chunk
+
+        def close(self) -> None:
+            try:
+                if b"data: [DONE]" in self._tail:
+                    drained = 0
+                    for chunk in self._inner:
+                        drained += len(chunk)
+                        if drained > self.limit:
+                            break
+            except Exception:  # noqa: BLE001 - draining is an optimisation only
+                pass
+            finally:
+                self._inner.close()
+
+    class ReusingTransport(httpx.HTTPTransport):  # type: ignore[misc,name-defined]
+        def handle_request(self, request: Any) -> Any:
+            response = super().handle_request(request)
+            if "text/event-stream" in response.headers.get("content-type", ""):
+                response.stream = DrainAfterDone(response.stream)
+            return response
+
+    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
+    return openai.DefaultHttpxClient(transport=ReusingTransport(limits=limits), limits=limits)
+
+
 class Transport:
     """Sends chat-completion requests to DeepInfra and yields parsed stream chunks.
 
@@ -162,6 +223,8 @@ class Transport:
             raise ConfigurationError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
         self.stats = CallStats()
         self._lock = threading.Lock()
+        if "http_client" not in client_kwargs:
+            client_kwargs["http_client"] = reusing_http_client()
         self._client = openai.OpenAI(
             api_key=check_api_key(api_key),
             base_url=url,

@@ -268,3 +268,24 @@ def test_total_usage_counts_calls_whose_program_state_was_lost(fake, make_model)
     with assistant():
         other += gen("c")
     assert base.total_usage.calls == 2 and lm.total_usage is base.total_usage
+
+
+def test_finished_streams_leave_their_connection_for_the_next_request(fake, make_model) -> None:
+    fake.responder = lambda body: Reply.text("hello there friend")
+    base = make_model()
+    for _ in range(4):
+        lm = _chat(base)
+        with assistant():
+            lm += gen("g")
+        assert lm["g"] == "hello there friend"
+    assert len(fake.requests) == 4
+    assert fake.connections == 1
+    # A stream closed early by a client-side stop is not read to its end: its connection is dropped.
+    lm = _chat(base)
+    with assistant():
+        lm += gen("g", stop_regex="t.e")
+    assert lm["g"] == "hello "
+    lm = _chat(base)
+    with assistant():
+        lm += gen("g")
+    assert fake.connections == 2

@@ -301,6 +301,8 @@ class FakeDeepInfra:
         self._lock = threading.Lock()
         self.active = 0
         self.max_active = 0
+        #: TCP connections accepted (a client that reuses its connection makes fewer than its requests).
+        self.connections = 0
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -310,6 +312,8 @@ class FakeDeepInfra:
                 pass
 
             def handle(self) -> None:
+                with outer._lock:
+                    outer.connections += 1
                 # A client that gives up (timeout, refused stream) resets its connection; that is expected.
                 try:
                     super().handle()
