@@ -11,6 +11,7 @@ bodies) are replies like any other, so the real openai SDK is exercised over rea
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections import deque
@@ -310,6 +311,12 @@ class FakeDeepInfra:
 
             def log_message(self, *args: Any) -> None:  # keep test output clean
                 pass
+
+            def setup(self) -> None:
+                super().setup()
+                # Small SSE writes must leave at once, as a real server's do; without this, Nagle's algorithm
+                # meets the client's delayed ACKs and every answer waits tens of milliseconds.
+                self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
             def handle(self) -> None:
                 with outer._lock:
