@@ -97,15 +97,26 @@ def throughput(levels: list[int], latency: float, per_slot: int) -> list[tuple[A
         extract(texts(4), SCHEMA, model="bench/model", api_key="bench", base_url=server.base_url)  # warm up
         for level in levels:
             n = max(40, per_slot * level)
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             results = extract(
                 texts(n), SCHEMA, model="bench/model", api_key="bench", base_url=server.base_url, concurrency=level
             )
             elapsed = time.perf_counter() - start
+            cpu = time.process_time() - cpu_start
             wrong = sum(r != {"name": f"P{i}", "age": i} for i, r in enumerate(results))
             ideal = level / latency
             rows.append(
-                (level, n, f"{elapsed:.2f}", f"{n / elapsed:.1f}", f"{ideal:.1f}", f"{n / elapsed / ideal:.2f}", wrong)
+                (
+                    level,
+                    n,
+                    f"{elapsed:.2f}",
+                    f"{n / elapsed:.1f}",
+                    f"{ideal:.1f}",
+                    f"{n / elapsed / ideal:.2f}",
+                    f"{cpu / elapsed:.0%}",
+                    f"{cpu / n * 1000:.1f}",
+                    wrong,
+                )  # fmt: skip
             )
     finally:
         server.close()
@@ -196,7 +207,12 @@ def main() -> None:
     levels = [1, 8, 32] if args.quick else [1, 8, 32, 64, 128, 200]
     rows = throughput(levels, args.latency, per_slot=3 if args.quick else 5)
     print(f"Throughput against the fake server, {args.latency * 1000:.0f} ms per answer (one client process):")
-    print(table(("concurrency", "inputs", "seconds", "rec/s", "ideal rec/s", "ratio", "wrong"), rows))
+    print(
+        table(
+            ("concurrency", "inputs", "seconds", "rec/s", "ideal rec/s", "ratio", "client CPU", "CPU ms/rec", "wrong"),
+            rows,
+        )
+    )
     print()
     n, level = (200, 16) if args.quick else (600, 64)
     print(f"10% 429s, SIGKILL at ~40% and resume ({args.latency * 1000:.0f} ms per answer, CLI subprocesses):")

@@ -60,6 +60,7 @@ class RetryPolicy:
     rng: random.Random = field(default_factory=random.Random, repr=False)
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
+        """Seconds to wait before retry number `attempt` (0-based), given the server's Retry-After if any."""
         if retry_after is not None:
             return min(max(retry_after, 0.0), self.max_delay)
         ceiling = min(self.base_delay * (2**attempt), self.max_delay)

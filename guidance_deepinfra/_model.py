@@ -132,6 +132,7 @@ class DeepInfra(Model):
 
     @property
     def model_name(self) -> str:
+        """The DeepInfra model name requests are sent to."""
         return str(self._interpreter.model)  # type: ignore[attr-defined]
 
     @property
@@ -161,4 +162,5 @@ class DeepInfra(Model):
 
     @property
     def transport(self) -> Transport:
+        """The HTTP transport (retry policy and request counters) shared by this model's states."""
         return self._interpreter.transport  # type: ignore[attr-defined,no-any-return]

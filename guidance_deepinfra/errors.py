@@ -129,6 +129,7 @@ class ConstraintError(DeepInfraError):
 
     @property
     def last_output(self) -> str | None:
+        """The text of the last attempt (None when no attempt was made)."""
         return self.attempts[-1].text if self.attempts else None
 
     def __str__(self) -> str:

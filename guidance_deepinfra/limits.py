@@ -28,6 +28,7 @@ class Limits:
     token_budget: int | None = None
 
     def merged_over(self, base: Limits) -> Limits:
+        """These limits where set, `base` elsewhere."""
         return replace(
             base,
             **{

@@ -67,6 +67,7 @@ class ProfileRegistry:
         self._warned: set[tuple[str, str]] = set()
 
     def get(self, model: str) -> ModelProfile:
+        """The profile in force for `model`: declared, else learned, else the documented defaults."""
         with self._lock:
             if model in self._declared:
                 return self._declared[model]

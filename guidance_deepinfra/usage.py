@@ -18,10 +18,12 @@ class ConstraintStats:
 
     @property
     def round_trips_per_success(self) -> float:
+        """Requests per satisfied constraint, failed ones included (NaN before any success)."""
         return self.round_trips / self.satisfied if self.satisfied else float("nan")
 
     @property
     def tokens_per_success(self) -> float:
+        """Prompt plus completion tokens per satisfied constraint (NaN before any success)."""
         total = self.prompt_tokens + self.completion_tokens
         return total / self.satisfied if self.satisfied else float("nan")
 
@@ -45,6 +47,7 @@ class DeepInfraUsage:
 
     @property
     def total_tokens(self) -> int:
+        """Prompt plus completion tokens."""
         return self.prompt_tokens + self.completion_tokens
 
     def add_chunk_usage(self, usage: Any) -> tuple[int, int]:
@@ -65,9 +68,11 @@ class DeepInfraUsage:
         return prompt, completion
 
     def constraint(self, kind: str) -> ConstraintStats:
+        """The counters of one constraint kind, created on first use."""
         return self.constraints.setdefault(kind, ConstraintStats())
 
     def summary(self) -> str:
+        """A short human-readable account of calls, tokens, cost and constraint work."""
         text = (
             f"{self.calls} call(s), {self.prompt_tokens} prompt + {self.completion_tokens} completion tokens"
             f" ({self.cached_tokens} cached), estimated cost ${self.estimated_cost:.6f}"

@@ -38,6 +38,7 @@ class Reply:
     build: Callable[[dict[str, Any]], Reply] | None = None  # built from the request (text replies)
 
     def for_request(self, body: dict[str, Any]) -> Reply:
+        """The reply to send for this request (text replies are built from it, honouring its stop strings)."""
         return self.build(body) if self.build is not None else self
 
     @staticmethod
@@ -357,15 +358,18 @@ class FakeDeepInfra:
 
     @property
     def base_url(self) -> str:
+        """The URL to pass as ``DeepInfra(base_url=...)``."""
         host, port = self._server.server_address[:2]
         return f"http://{host!s}:{port}/v1/openai"
 
     def start(self) -> FakeDeepInfra:
+        """Serve in a background thread; returns self."""
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
         return self
 
     def stop(self) -> None:
+        """Stop serving and close the socket."""
         self._server.shutdown()
         self._server.server_close()
         if self._thread is not None:
@@ -385,6 +389,7 @@ class FakeDeepInfra:
 
     @property
     def last(self) -> dict[str, Any]:
+        """The JSON body of the most recent request."""
         return self.requests[-1]
 
     @staticmethod
