@@ -7,7 +7,7 @@ import json
 import pytest
 from guidance import assistant, gen, lark, select, substring, user
 
-from guidance_deepinfra import ConstraintError, InvalidProgramError, ModelProfile, limits
+from guidance_deepinfra import ConstraintError, InvalidProgramError, ModelProfile, UnsupportedFeatureWarning, limits
 from guidance_deepinfra._ladder import LADDER, LadderOptions
 from guidance_deepinfra.testing import Reply
 
@@ -66,7 +66,7 @@ def test_regular_regex_goes_to_the_server_as_json_schema_pattern(fake, make_mode
 def test_regex_response_format_only_when_the_profile_says_so_and_learned_on_refusal(fake, make_model) -> None:
     fake.push(Reply.unsupported("regex response format", "test/model"), Reply.text("555-1234"))
     lm = model(make_model, profile=ModelProfile(regex_format=True))
-    with assistant():
+    with pytest.warns(UnsupportedFeatureWarning, match="regex_format"), assistant():
         lm += gen("phone", regex=PHONE)
     assert lm["phone"] == "555-1234"
     first, second = fake.requests
@@ -82,7 +82,7 @@ def test_learned_refusal_skips_the_regex_format_next_time(fake, make_model) -> N
     )
     lm = model(make_model)
     lm._interpreter.profiles._learned["test/model"] = ModelProfile(regex_format=True)
-    with assistant():
+    with pytest.warns(UnsupportedFeatureWarning, match="regex_format"), assistant():
         lm += gen("a", regex=PHONE)
     with user():
         lm += "Another."
