@@ -46,7 +46,7 @@ from ._http import Transport
 from ._stops import StopScanner, StopSpec, stop_spec_for
 from .errors import InvalidProgramError, UnsupportedFeatureError
 from .profile import ModelProfile, ProfileRegistry, profile_field_for
-from .usage import DeepInfraUsage
+from .usage import DeepInfraUsage, SharedUsage
 
 _MESSAGES = TypeAdapter(list[Message])
 
@@ -101,7 +101,7 @@ class DeepInfraBaseInterpreter(BaseOpenAIInterpreter):
         self.max_attempts = max_attempts
         #: Usage of every call made through this model object and all states derived from it, including
         #: calls of attempts that ended in an error (which leave no new program state to read usage from).
-        self.ledger = DeepInfraUsage()
+        self.ledger = SharedUsage()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model={self.model!r}, base_url={self.transport.base_url!r})"
@@ -187,7 +187,7 @@ class DeepInfraBaseInterpreter(BaseOpenAIInterpreter):
                     continue
                 raise
             self.state.usage.calls += 1
-            self.ledger.calls += 1
+            self.ledger.count(calls=1)
             return chunks
 
     # ----------------------------------------------------------------- streaming
@@ -240,7 +240,7 @@ class DeepInfraBaseInterpreter(BaseOpenAIInterpreter):
                 self.state.reasoning.append("".join(reasoning))
             if not saw_usage:
                 self.state.usage.calls_without_usage += 1
-                self.ledger.calls_without_usage += 1
+                self.ledger.count(calls_without_usage=1)
             self.state.finish_reasons.append(finish_reason)
             if on_finish is not None:
                 on_finish(finish_reason)

@@ -200,7 +200,12 @@ def parse_and_check(text: str, prepared: PreparedSchema) -> tuple[str, list[str]
     if not document:
         return document, ["the answer is empty, not a JSON document"]
     try:
-        value = json.loads(document)
+        value = json.loads(document, parse_constant=_refuse_constant)
     except ValueError as exc:
         return document, [f"not valid JSON: {exc}"]
     return document, prepared.errors(value)
+
+
+def _refuse_constant(name: str) -> Any:
+    """Python's json reads NaN and (-)Infinity, which JSON lacks; a document holding them is no capture."""
+    raise ValueError(f"{name} is not a JSON value")

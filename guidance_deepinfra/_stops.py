@@ -86,10 +86,24 @@ def stop_spec_for(stop: LiteralNode | RegexNode | None, suffix: LiteralNode | No
     if literals is not None:
         return StopSpec(literals=literals)
     try:
-        re.compile(stop.regex)
+        stop_pattern(stop.regex)
     except re.error as exc:
         raise InvalidProgramError(f"invalid stop_regex {stop.regex!r}: {exc}") from None
     return StopSpec(regex=stop.regex)
+
+
+#: Global inline flags such as ``(?i)``: Python accepts them only at the very start of a pattern.
+_LEADING_FLAGS = re.compile(r"(?:\(\?[aiLmsux]+\))+")
+
+
+def stop_pattern(regex: str) -> re.Pattern[str]:
+    """`regex` as the scanner uses it: a match that ends where the text scanned so far ends.
+
+    Leading global flags stay in front of the wrapping group, where Python requires them.
+    """
+    flags = _LEADING_FLAGS.match(regex)
+    head = flags.group(0) if flags else ""
+    return re.compile(f"{head}(?:{regex[len(head) :]})\\Z", re.DOTALL)
 
 
 class StopScanner:
@@ -106,7 +120,7 @@ class StopScanner:
         self._checked_end = 0
         self.done = False
         self.stop_text = ""
-        self._pattern = re.compile(f"(?:{spec.regex})\\Z", re.DOTALL) if spec.regex else None
+        self._pattern = stop_pattern(spec.regex) if spec.regex else None
 
     def feed(self, text: str) -> str:
         if self.done:

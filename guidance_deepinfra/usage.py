@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,3 +83,30 @@ class DeepInfraUsage:
         for kind, stats in sorted(self.constraints.items()):
             text += f"\n  {kind}: {stats.satisfied} satisfied, {stats.failed} failed, {stats.round_trips} round trip(s)"
         return text
+
+
+class SharedUsage(DeepInfraUsage):
+    """Totals that several threads add to at once: a model's ledger, which `extract`'s workers share.
+
+    ``total += n`` reads, adds and writes; two threads interleaving those steps lose an update, so every
+    update here holds a lock.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._lock = threading.Lock()
+
+    def add_chunk_usage(self, usage: Any) -> tuple[int, int]:
+        with self._lock:
+            return super().add_chunk_usage(usage)
+
+    def count(self, *, calls: int = 0, calls_without_usage: int = 0) -> None:
+        """Add to the call counters."""
+        with self._lock:
+            self.calls += calls
+            self.calls_without_usage += calls_without_usage
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> SharedUsage:
+        with self._lock:
+            values = {f.name: copy.deepcopy(getattr(self, f.name), memo) for f in dataclasses.fields(self)}
+        return SharedUsage(**values)
