@@ -10,7 +10,6 @@ stay, and the error is raised once the workers have stopped.
 from __future__ import annotations
 
 import logging
-import random
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -20,6 +19,7 @@ from typing import Any
 from ._extract_inputs import Item
 from ._extract_limiter import AdaptiveLimiter
 from ._extract_log import RecordLog
+from ._http import RetryPolicy
 
 logger = logging.getLogger("guidance_deepinfra")
 
@@ -160,7 +160,7 @@ class Batch:
         self.errors = errors
         self.on_record = on_record
         self.max_requeues = max_requeues
-        self.backoff = backoff or default_backoff
+        self.backoff = backoff or (lambda attempt: RetryPolicy().delay(attempt, None))
         self.counts = counts or Counts()
         self.on_progress = on_progress
         self.abort = threading.Event()
@@ -278,9 +278,3 @@ class Batch:
         except Exception:  # a broken progress display must not stop the batch
             logger.exception("progress callback failed; progress is no longer shown")
             self.on_progress = None
-
-
-def default_backoff(attempt: int, *, base: float = 0.5, ceiling: float = 20.0) -> float:
-    """Equal-jitter exponential backoff, as the transport uses: ``[b*2**n/2, b*2**n]`` capped."""
-    top = min(base * (2**attempt), ceiling)
-    return top / 2 + random.uniform(0, top / 2)

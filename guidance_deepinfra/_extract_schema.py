@@ -16,6 +16,7 @@ from typing import Any
 
 import pydantic
 
+from ._schema_check import prepare
 from .errors import ConfigurationError, InvalidProgramError
 
 
@@ -41,14 +42,8 @@ class Schema:
             raise InvalidProgramError(
                 f"schema must be a pydantic model class, a TypeAdapter or a JSON schema, got {schema!r:.100}"
             )
-        import jsonschema
-
-        try:
-            validator_class = jsonschema.validators.validator_for(self.json_schema)
-            validator_class.check_schema(self.json_schema)
-        except jsonschema.SchemaError as exc:
-            raise InvalidProgramError(f"invalid JSON schema: {exc.message}") from None
-        self._validator = validator_class(self.json_schema)
+        # Checked and validated exactly as json() does (same drafts, $refs and formats).
+        self._validator = prepare(self.json_schema).validator
 
     def parse(self, text: str) -> Any:
         """The validated value of an answer (raises ValueError/ValidationError when it does not fit)."""

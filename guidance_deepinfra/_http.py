@@ -283,7 +283,7 @@ class Transport:
             except openai.APIStatusError as exc:
                 if 300 <= exc.status_code < 400:
                     raise _redirect_error(exc.response, model=model) from None
-                error = error_from_status(exc.status_code, _response_body(exc.response), model=model)
+                error = error_from_status(exc.status_code, _body_start(exc.response), model=model)
                 retry_after = parse_retry_after(exc.response.headers.get("retry-after"))
                 if isinstance(error, RateLimitError):
                     self._count(rate_limited=1)
@@ -328,10 +328,6 @@ def _redirect_error(response: Any, *, model: str | None) -> ProtocolError:
 
 #: How much of an unexpected or error body is read: enough for any message, bounded for a runaway server.
 BODY_READ_LIMIT = 64 * 1024
-
-
-def _response_body(response: Any) -> Any:
-    return _body_start(response)
 
 
 def _body_start(response: Any) -> str:
@@ -390,7 +386,7 @@ def _checked_chunks(stream: Stream[ChatCompletionChunk], *, model: str | None) -
             f"the stream broke off after {seen} chunks: {type(exc.__cause__ or exc).__name__}", model=model
         ) from None
     except openai.APIStatusError as exc:
-        raise error_from_status(exc.status_code, _response_body(exc.response), model=model) from None
+        raise error_from_status(exc.status_code, _body_start(exc.response), model=model) from None
     except openai.APIError as exc:
         # An {"error": ...} event inside the stream.
         raise _stream_error_event(exc, model=model) from None

@@ -70,3 +70,23 @@ def test_total_usage_loses_no_update_when_threads_share_it(make_model) -> None:
     total = rounds * threads
     assert (ledger.prompt_tokens, ledger.completion_tokens) == (total, 2 * total)
     assert (ledger.cached_tokens, ledger.estimated_cost) == (total, float(total))
+
+
+def test_extract_takes_a_draft_4_schema_that_json_takes() -> None:
+    # json() reads a schema without $schema as 2020-12, draft 7 or draft 4; extract() must accept the same.
+    from guidance_deepinfra.extract import extract
+    from guidance_deepinfra.testing import FakeDeepInfra
+
+    schema = {
+        "type": "object",
+        "properties": {"age": {"type": "integer", "maximum": 150, "exclusiveMaximum": True}},
+        "required": ["age"],
+    }
+    with FakeDeepInfra() as fake:
+        fake.push(Reply.text('{"age": 150}'), Reply.text('{"age": 149}'))
+        results = extract(
+            ["Ann is 149."], schema, model="test/model", api_key="sk-test", base_url=fake.base_url, logprobs=False
+        )
+    assert results == [{"age": 149}]
+    assert len(fake.requests) == 2
+    assert fake.requests[0]["response_format"]["json_schema"]["schema"] == schema
