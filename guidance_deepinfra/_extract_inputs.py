@@ -79,16 +79,28 @@ def items_from(inputs: Any) -> Iterator[Item]:
 
 
 def checked(items: Iterable[Item]) -> Iterator[Item]:
-    """Flag empty texts and repeated ids: both would waste a request or make resumption ambiguous."""
+    """Flag empty texts, texts that cannot be sent, and repeated ids: each would waste a request, stop the
+    batch (a request that cannot be encoded is refused as a program error) or make resumption ambiguous."""
     seen: dict[str, str] = {}
     for item in items:
         if item.problem is None and not item.text.strip():
             item = _bad(item.id, item.source, item.line, "the text is empty")
+        elif item.problem is None and (unsendable := _unencodable(item.text)) is not None:
+            item = _bad(item.id, item.source, item.line, unsendable)
         if item.id in seen:
             item = _bad(item.id, item.source, item.line, f"duplicate id (first seen at {seen[item.id]})")
         else:
             seen[item.id] = item.source
         yield item
+
+
+def _unencodable(text: str) -> str | None:
+    """Why `text` cannot go into a request (a lone surrogate such as JSON's ``"\\ud800"``), or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"the text is not valid Unicode ({exc.object[exc.start : exc.end]!r} at character {exc.start})"
+    return None
 
 
 def shard_of(item_id: str, shards: int) -> int:

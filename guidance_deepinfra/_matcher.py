@@ -19,7 +19,7 @@ from functools import lru_cache
 from typing import Any
 
 import llguidance
-from guidance._ast import GrammarNode, RuleNode
+from guidance._ast import GrammarNode, JsonNode, RuleNode
 
 from .errors import InvalidProgramError
 
@@ -237,6 +237,7 @@ def compile_node(node: GrammarNode) -> CompiledGrammar:
     if cached is not None:
         _remember(node, cached)
         return cached
+    _refuse_loose_json(node)
     compiled = CompiledGrammar(grammar, _whole_capture(node))
     with _CACHE_LOCK:
         if len(_CACHE) >= _CACHE_SIZE:
@@ -274,3 +275,33 @@ def _has_capture(node: GrammarNode) -> bool:
     if isinstance(node, RuleNode) and (node.capture is not None or node.stop_capture is not None):
         return True
     return any(_has_capture(child) for child in node.children())
+
+
+def _refuse_loose_json(node: GrammarNode) -> None:
+    """Refuse a json() inside a grammar whose schema llguidance would enforce only in part.
+
+    json() on its own is validated with jsonschema against the whole schema. Inside a grammar (joined with a
+    regex gen, say) only llguidance checks the text, and json()'s ``lenient`` and ``coerce_one_of`` options
+    let it skip keywords it does not implement (``uniqueItems``, unknown formats) and read ``oneOf`` as
+    ``anyOf``, so a capture could break the schema. Such a schema must be checked strictly or not at all.
+    """
+    for part in _json_nodes(node):
+        schema: dict[str, Any] = dict(part.schema) if part.schema is not None else {"type": "object"}
+        schema["x-guidance"] = {**(part.llg_options or {}), "lenient": False, "coerce_one_of": False}
+        try:
+            grammar = llguidance.LLMatcher.grammar_from_json_schema(schema)
+            is_error, messages = llguidance.LLMatcher.validate_grammar_with_warnings(grammar)
+        except Exception as exc:  # noqa: BLE001 - llguidance raises several types for schemas it cannot read
+            is_error, messages = True, [str(exc)]
+        if is_error:
+            raise InvalidProgramError(
+                "a json() joined with a regex or grammar is checked by llguidance alone, which cannot enforce "
+                f"all of this schema ({messages[0].strip() if messages else 'refused'}); run the json() on its "
+                "own (joined only with text, gen, select or json), where the whole schema is validated"
+            )
+
+
+def _json_nodes(node: GrammarNode) -> list[JsonNode]:
+    if isinstance(node, JsonNode):
+        return [node]
+    return [found for child in node.children() for found in _json_nodes(child)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
@@ -63,8 +64,8 @@ class DeepInfra(Model):
     echo:
         Render the program as it runs (in notebooks), as every guidance model does.
     max_retries, timeout:
-        Retries for 429/5xx/timeouts (exponential backoff with jitter, Retry-After honoured) and the
-        per-request timeout in seconds.
+        Retries for 429/5xx/timeouts (exponential backoff with jitter, Retry-After honoured; default 4, or
+        the `retry` policy's own) and the per-request timeout in seconds.
     request_defaults:
         Documented DeepInfra fields sent with every request, e.g. ``{"seed": 7, "service_tier": "priority",
         "reasoning_effort": "none"}``. Unknown fields are refused here.
@@ -87,7 +88,7 @@ class DeepInfra(Model):
         base_url: str | None = None,
         sampling_params: SamplingParams | None = None,
         echo: bool = True,
-        max_retries: int = 4,
+        max_retries: int | None = None,
         timeout: float | None = 120.0,
         request_defaults: dict[str, Any] | None = None,
         logprobs: bool = True,
@@ -104,7 +105,8 @@ class DeepInfra(Model):
             raise ConfigurationError(f"max_attempts must be at least 1, got {max_attempts}")
         key = resolve_api_key(api_key)
         policy = retry or RetryPolicy()
-        policy.max_retries = max_retries
+        if max_retries is not None and max_retries != policy.max_retries:
+            policy = dataclasses.replace(policy, max_retries=max_retries)  # never rewrite the caller's policy
         transport = Transport(
             api_key=key, base_url=resolve_base_url(base_url), timeout=timeout, retry=policy, **client_kwargs
         )

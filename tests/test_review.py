@@ -90,3 +90,78 @@ def test_extract_takes_a_draft_4_schema_that_json_takes() -> None:
     assert results == [{"age": 149}]
     assert len(fake.requests) == 2
     assert fake.requests[0]["response_format"]["json_schema"]["schema"] == schema
+
+
+def test_extract_reports_a_text_with_a_lone_surrogate_and_goes_on() -> None:
+    # JSON input may hold "\ud800"; such a text cannot be sent, which is that input's problem, not the batch's.
+    from guidance_deepinfra.extract import ExtractionFailure, extract
+    from guidance_deepinfra.testing import FakeDeepInfra
+
+    schema = {"type": "object", "properties": {"age": {"type": "integer"}}, "required": ["age"]}
+    with FakeDeepInfra() as fake:
+        fake.push(Reply.text('{"age": 3}'), Reply.text('{"age": 5}'))
+        results = extract(
+            ["Ann is 3.", "Bob \ud800 is 4.", "Cy is 5."],
+            schema,
+            model="test/model",
+            api_key="sk-test",
+            base_url=fake.base_url,
+            logprobs=False,
+            concurrency=1,
+        )
+    assert results[0] == {"age": 3} and results[2] == {"age": 5}
+    failure = results[1]
+    assert isinstance(failure, ExtractionFailure) and failure.error_type == "InvalidInput"
+    assert "not valid Unicode" in failure.message and failure.attempts == 0
+    assert [m["content"] for b in fake.requests for m in b["messages"] if m["role"] == "user"] == [
+        "Ann is 3.",
+        "Cy is 5.",
+    ]
+
+
+def test_a_retry_policys_own_max_retries_is_kept_and_the_policy_left_unchanged(fake, make_model) -> None:
+    from guidance_deepinfra import RateLimitError, RetryPolicy
+
+    sleeps: list[float] = []
+    no_retries = RetryPolicy(max_retries=0, sleep=sleeps.append)
+    fake.push(Reply.rate_limited(), Reply.text("late"))
+    lm = make_model(retry=no_retries)
+    with user():
+        lm += "Hi."
+    try:
+        with assistant():
+            lm += gen("g")
+    except RateLimitError:
+        pass
+    else:
+        raise AssertionError("a policy with max_retries=0 retried")
+    assert len(fake.requests) == 1 and sleeps == []
+    # An explicit max_retries wins, on a copy: the caller's policy object is not rewritten.
+    shared = RetryPolicy(sleep=sleeps.append)
+    assert make_model(retry=shared, max_retries=1).transport.retry.max_retries == 1
+    assert shared.max_retries == 4
+
+
+def test_json_joined_with_a_regex_refuses_a_schema_llguidance_would_only_partly_enforce(fake, make_model) -> None:
+    # Joined with a regex gen, the text is checked by llguidance alone, and json() asks it to be lenient:
+    # `uniqueItems` would be ignored and `[1, 1]` captured. Such a program is refused before any request.
+    import pytest
+
+    import guidance_deepinfra
+    from guidance_deepinfra import InvalidProgramError
+
+    lm = make_model()
+    with user():
+        lm += "Go."
+    unique = {"type": "array", "items": {"type": "integer"}, "uniqueItems": True}
+    with pytest.raises(InvalidProgramError, match="uniqueItems"):
+        with assistant():
+            lm += guidance_deepinfra.json("j", schema=unique) + " " + gen("n", regex=r"\d")
+    assert fake.requests == []
+    # A schema llguidance enforces in full still runs inside the grammar.
+    fake.push(Reply.text("[1, 2] 5"))
+    plain = {"type": "array", "items": {"type": "integer"}}
+    with assistant():
+        lm += guidance_deepinfra.json("j", schema=plain) + " " + gen("n", regex=r"\d")
+    assert (lm["j"], lm["n"]) == ("[1, 2]", "5")
+    assert len(fake.requests) == 1
