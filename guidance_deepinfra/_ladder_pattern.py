@@ -332,7 +332,7 @@ def _char_class(regex: str, i: int) -> tuple[str, int]:
                 raise Untranslatable("shorthand in a negated class")
             piece, j = _escape(regex, j, in_class=True)
             parts.append(piece)
-        elif ch in "]^-" or ch == "\\":
+        elif ch in "]^-":
             # a literal ']' first, or '^'/'-' placed literally; '-' between members stays a range
             parts.append("-" if ch == "-" else "\\" + ch)
             j += 1
