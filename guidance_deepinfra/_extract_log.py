@@ -116,7 +116,11 @@ class RecordLog:
         return cls(path, fd), recovered
 
     def append(self, record: dict[str, Any]) -> None:
-        data = (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+        text = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate (a model's "\ud800" escape) can only be written escaped
+            data = (json.dumps(record, separators=(",", ":")) + "\n").encode("ascii")
         with self._lock:
             view = memoryview(data)
             while view:

@@ -165,3 +165,31 @@ def test_json_joined_with_a_regex_refuses_a_schema_llguidance_would_only_partly_
         lm += guidance_deepinfra.json("j", schema=plain) + " " + gen("n", regex=r"\d")
     assert (lm["j"], lm["n"]) == ("[1, 2]", "5")
     assert len(fake.requests) == 1
+
+
+def test_an_answer_holding_an_escaped_lone_surrogate_is_written_and_the_batch_goes_on(tmp_path) -> None:
+    # '"\ud800"' is valid JSON text; its value cannot be encoded as UTF-8, so the output record escapes it.
+    import json
+
+    from guidance_deepinfra.extract import extract, read_records
+    from guidance_deepinfra.testing import FakeDeepInfra
+
+    schema = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
+    out = tmp_path / "out.jsonl"
+    with FakeDeepInfra() as fake:
+        fake.push(Reply.text('{"name": "A\\ud800"}'), Reply.text('{"name": "B"}'))
+        results = extract(
+            ["one", "two"],
+            schema,
+            model="test/model",
+            api_key="sk-test",
+            base_url=fake.base_url,
+            logprobs=False,
+            concurrency=1,
+            output=out,
+        )
+    assert list(results) == [{"name": "A\ud800"}, {"name": "B"}]
+    assert len(fake.requests) == 2
+    lines = out.read_bytes().decode("utf-8").splitlines()
+    assert [json.loads(line)["result"] for line in lines] == [{"name": "A\ud800"}, {"name": "B"}]
+    assert [r["id"] for r in read_records(out)] == ["0", "1"]
