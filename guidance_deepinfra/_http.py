@@ -390,7 +390,7 @@ def _checked_chunks(stream: Stream[ChatCompletionChunk], *, model: str | None) -
     except openai.APIError as exc:
         # An {"error": ...} event inside the stream.
         raise _stream_error_event(exc, model=model) from None
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # json raises RecursionError on deep nesting
         raise ProtocolError(f"malformed server-sent event after {seen} chunks: {exc}", model=model) from None
     except _TIMEOUT_ERRORS:
         raise RequestTimeoutError("the stream stalled past the timeout", model=model) from None

@@ -365,7 +365,7 @@ def _decode_choice(text: str, options: tuple[str, ...]) -> str | None:
     stripped = text.strip()
     try:
         value = json.loads(stripped)
-    except ValueError:
+    except (ValueError, RecursionError):  # json raises RecursionError on deep nesting
         value = stripped
     if isinstance(value, dict) and set(value) == {"choice"}:
         value = value["choice"]

@@ -355,7 +355,7 @@ def _json_string(reply: str) -> str:
     for attempt in (stripped, stripped + '"'):
         try:
             value = json.loads(attempt)
-        except ValueError:
+        except (ValueError, RecursionError):  # json raises RecursionError on deep nesting
             continue
         return value if isinstance(value, str) else reply
     return reply

@@ -203,6 +203,8 @@ def parse_and_check(text: str, prepared: PreparedSchema) -> tuple[str, list[str]
         value = json.loads(document, parse_constant=_refuse_constant)
     except ValueError as exc:
         return document, [f"not valid JSON: {exc}"]
+    except RecursionError:
+        return document, ["not usable JSON: nested too deeply to read"]
     return document, prepared.errors(value)
 
 

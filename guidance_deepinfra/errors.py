@@ -164,7 +164,7 @@ def parse_error_body(body: Any) -> ErrorBody:
     if isinstance(body, str):
         try:
             body = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # json raises RecursionError on deep nesting
             text = body.strip()
             if _looks_like_html(text):
                 text = _html_summary(text)

@@ -193,3 +193,56 @@ def test_an_answer_holding_an_escaped_lone_surrogate_is_written_and_the_batch_go
     lines = out.read_bytes().decode("utf-8").splitlines()
     assert [json.loads(line)["result"] for line in lines] == [{"name": "A\ud800"}, {"name": "B"}]
     assert [r["id"] for r in read_records(out)] == ["0", "1"]
+
+
+def test_a_reply_nested_too_deeply_for_the_json_parser_is_refused_and_retried(fake, make_model) -> None:
+    # Python's json raises RecursionError (not ValueError) on deep nesting: it must be a refusal, not a crash.
+    deep = "[" * 5_000 + "]" * 5_000
+    fake.push(Reply.text(deep), Reply.text("[1]"), Reply.text(deep), Reply.text('"b"'))
+    lm = make_model()
+    with user():
+        lm += "Go."
+    with assistant():
+        lm += guidance_json("j", schema={"type": "array"})
+    assert lm["j"] == "[1]"
+    assert "nested too deeply" in fake.requests[1]["messages"][-1]["content"]
+    from guidance import select
+
+    with assistant():
+        lm += select(["a", "b"], name="s")
+    assert lm["s"] == "b"
+    assert len(fake.requests) == 4
+
+
+def test_an_error_body_nested_too_deeply_still_gives_a_typed_error(fake, make_model) -> None:
+    from guidance_deepinfra import InvalidParameterError
+
+    fake.push(Reply.error(400, "[" * 5_000 + "]" * 5_000))
+    lm = make_model()
+    with user():
+        lm += "Go."
+    try:
+        with assistant():
+            lm += gen("g")
+    except InvalidParameterError as exc:
+        assert exc.status == 400 and exc.message.startswith("[[[")
+    else:
+        raise AssertionError("no error raised")
+    assert len(fake.requests) == 1
+
+
+def test_a_stream_event_nested_too_deeply_is_a_protocol_error(fake, make_model) -> None:
+    from guidance_deepinfra import ProtocolError
+
+    fake.push(Reply.sse([b"data: " + b"[" * 5_000 + b"]" * 5_000 + b"\n\n"]))
+    lm = make_model()
+    with user():
+        lm += "Go."
+    try:
+        with assistant():
+            lm += gen("g")
+    except ProtocolError as exc:
+        assert "malformed server-sent event" in str(exc)
+    else:
+        raise AssertionError("no error raised")
+    assert len(fake.requests) == 1
