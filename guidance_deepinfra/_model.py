@@ -12,6 +12,7 @@ from guidance.models import Model
 from ._http import DEFAULT_BASE_URL, RetryPolicy, Transport
 from ._interpreter import DeepInfraBaseInterpreter, DeepInfraImageMixin, DeepInfraState
 from .errors import ConfigurationError, MissingAPIKeyError
+from .limits import check_positive_int
 from .profile import PROFILES, ModelProfile, ProfileRegistry
 from .usage import DeepInfraUsage
 
@@ -101,8 +102,8 @@ class DeepInfra(Model):
     ) -> None:
         if not isinstance(model, str) or not model.strip():
             raise ConfigurationError(f"model must be a non-empty DeepInfra model name, got {model!r}")
-        if max_attempts < 1:
-            raise ConfigurationError(f"max_attempts must be at least 1, got {max_attempts}")
+        check_positive_int("max_attempts", max_attempts)
+        check_positive_int("top_logprobs", top_logprobs)
         key = resolve_api_key(api_key)
         policy = retry or RetryPolicy()
         if max_retries is not None and max_retries != policy.max_retries:

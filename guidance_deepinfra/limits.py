@@ -42,13 +42,19 @@ class Limits:
 _CURRENT: ContextVar[Limits] = ContextVar("guidance_deepinfra_limits", default=Limits())  # noqa: B039 - frozen
 
 
+def check_positive_int(name: str, value: object) -> None:
+    """Refuse a bound that is not a positive whole number (None means "not set")."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(f"{name} must be at least 1 (an integer), got {value!r}")
+
+
 @contextmanager
 def limits(*, max_attempts: int | None = None, token_budget: int | None = None) -> Iterator[Limits]:
     """Override constraint bounds for the nodes run inside the block."""
-    if max_attempts is not None and max_attempts < 1:
-        raise ConfigurationError(f"max_attempts must be at least 1, got {max_attempts}")
-    if token_budget is not None and token_budget < 1:
-        raise ConfigurationError(f"token_budget must be positive, got {token_budget}")
+    check_positive_int("max_attempts", max_attempts)
+    check_positive_int("token_budget", token_budget)
     new = Limits(max_attempts, token_budget).merged_over(_CURRENT.get())
     token = _CURRENT.set(new)
     try:

@@ -6,6 +6,7 @@ import sys
 import threading
 from types import SimpleNamespace
 
+import pytest
 from guidance import assistant, gen, user
 from guidance import json as guidance_json
 
@@ -246,3 +247,23 @@ def test_a_stream_event_nested_too_deeply_is_a_protocol_error(fake, make_model) 
     else:
         raise AssertionError("no error raised")
     assert len(fake.requests) == 1
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"max_attempts": "3"}, {"max_attempts": 0}, {"top_logprobs": "5"}, {"top_logprobs": 0}]
+)
+def test_wrong_typed_settings_are_configuration_errors(make_model, fake, kwargs) -> None:
+    from guidance_deepinfra import ConfigurationError
+
+    with pytest.raises(ConfigurationError):
+        make_model(**kwargs)
+    assert fake.requests == []
+
+
+@pytest.mark.parametrize("kwargs", [{"max_attempts": "2"}, {"token_budget": 0}, {"token_budget": 2.5}])
+def test_wrong_typed_limits_are_configuration_errors(kwargs) -> None:
+    from guidance_deepinfra import ConfigurationError, limits
+
+    with pytest.raises(ConfigurationError):
+        with limits(**kwargs):
+            pass
