@@ -36,7 +36,8 @@ from guidance_deepinfra._schema_samples import invalid_document, valid_document
 from guidance_deepinfra.profile import ProfileRegistry
 from guidance_deepinfra.testing import FakeDeepInfra, Reply
 
-DATA = Path("/work/shared/data/jsonschemabench-dev")
+#: The sample lives in ``shared/`` beside the repository (never copied into it).
+DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "jsonschemabench-dev"
 
 #: Outcomes, in table order. Only "failed" is a defect of the plugin; the others are accounted for.
 OUTCOMES = ("handled", "handled (no invalid doc exists)", "refused with a clear error", "no sample generated", "failed")
