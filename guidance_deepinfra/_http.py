@@ -151,14 +151,20 @@ def _httpx_module() -> Any:
     return httpx
 
 
-def reusing_http_client() -> Any:
-    """openai's default HTTP client, but one that can keep its connection after a finished stream.
+def reusing_http_client(stream_deadline: float | None = None) -> Any:
+    """openai's default HTTP client, but one that can keep its connection after a finished stream, and
+    that bounds the total time of one streamed answer.
 
     The SDK stops reading a stream at ``data: [DONE]`` and closes the response; with the chunked
     terminator still unread the connection cannot go back to the pool, so every request would open a new
     connection (a TLS handshake each, against DeepInfra). Here a response that has delivered ``[DONE]`` is
     read to its end (a few bytes) on close. A stream closed before ``[DONE]`` (a client-side stop) is not
     drained: its connection is dropped as before, so no time is spent reading text nobody wants.
+
+    The per-read timeout cannot catch a server that keeps sending bytes (keep-alive comments, say) without
+    ever finishing; `stream_deadline` (seconds from the response headers) can, since every received piece is
+    checked against it. Passing it raises the HTTP library's ``ReadTimeout``, which the transport reports as
+    `RequestTimeoutError`.
     """
     httpx = _httpx_module()
 
@@ -168,9 +174,12 @@ def reusing_http_client() -> Any:
         def __init__(self, inner: Any) -> None:
             self._inner = inner
             self._tail = b""
+            self._started = time.monotonic()
 
         def __iter__(self) -> Iterator[bytes]:
             for chunk in self._inner:
+                if stream_deadline is not None and time.monotonic() - self._started > stream_deadline:
+                    raise httpx.ReadTimeout(f"the answer did not finish within stream_deadline={stream_deadline} s")
                 self._tail = (self._tail + chunk)[-64:]
                 yield chunk
 
@@ -211,6 +220,7 @@ class Transport:
         api_key: str,
         base_url: str,
         timeout: float | None = 120.0,
+        stream_deadline: float | None = 900.0,
         retry: RetryPolicy | None = None,
         **client_kwargs: Any,
     ) -> None:
@@ -222,10 +232,14 @@ class Transport:
             raise ConfigurationError(f"max_retries must be 0 or more, got {self.retry.max_retries}")
         if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
             raise ConfigurationError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
+        if stream_deadline is not None and not (isinstance(stream_deadline, (int, float)) and stream_deadline > 0):
+            raise ConfigurationError(
+                f"stream_deadline must be a positive number of seconds or None, got {stream_deadline!r}"
+            )
         self.stats = CallStats()
         self._lock = threading.Lock()
         if "http_client" not in client_kwargs:
-            client_kwargs["http_client"] = reusing_http_client()
+            client_kwargs["http_client"] = reusing_http_client(stream_deadline)
         self._client = openai.OpenAI(
             api_key=check_api_key(api_key),
             base_url=url,
@@ -378,8 +392,8 @@ def _checked_chunks(stream: Stream[ChatCompletionChunk], *, model: str | None) -
                 saw_choice = True
                 saw_finish = saw_finish or chunk.choices[0].finish_reason is not None
             yield chunk
-    except openai.APITimeoutError:
-        raise RequestTimeoutError("the stream stalled past the timeout", model=model) from None
+    except openai.APITimeoutError as exc:
+        raise RequestTimeoutError(_timeout_detail(exc), model=model) from None
     except openai.APIConnectionError as exc:
         # Checked before APIError, its base class: a dropped connection is not an error DeepInfra reported.
         raise ProtocolError(
@@ -392,8 +406,8 @@ def _checked_chunks(stream: Stream[ChatCompletionChunk], *, model: str | None) -
         raise _stream_error_event(exc, model=model) from None
     except (ValueError, RecursionError) as exc:  # json raises RecursionError on deep nesting
         raise ProtocolError(f"malformed server-sent event after {seen} chunks: {exc}", model=model) from None
-    except _TIMEOUT_ERRORS:
-        raise RequestTimeoutError("the stream stalled past the timeout", model=model) from None
+    except _TIMEOUT_ERRORS as exc:
+        raise RequestTimeoutError(_timeout_detail(exc), model=model) from None
     except _TRANSPORT_ERRORS as exc:
         raise ProtocolError(f"the stream broke off after {seen} chunks: {type(exc).__name__}", model=model) from None
     if seen == 0:
@@ -480,6 +494,18 @@ def _stream_error_event(exc: openai.APIError, *, model: str | None) -> APIError:
         error.message = f"DeepInfra reported an error mid-stream: {error.message}"
         return error
     return APIError(f"DeepInfra reported an error mid-stream: {exc.message}", model=model)
+
+
+def _timeout_detail(exc: BaseException) -> str:
+    """Say which bound ended a stream: the total deadline (its message is ours) or the per-read timeout."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            break
+        if "stream_deadline" in str(seen):
+            return str(seen)
+        seen = seen.__cause__ or seen.__context__
+    return "the stream stalled past the timeout"
 
 
 def _httpx_errors(name: str) -> tuple[type[BaseException], ...]:

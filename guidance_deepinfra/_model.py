@@ -91,6 +91,7 @@ class DeepInfra(Model):
         echo: bool = True,
         max_retries: int | None = None,
         timeout: float | None = 120.0,
+        stream_deadline: float | None = 900.0,
         request_defaults: dict[str, Any] | None = None,
         logprobs: bool = True,
         top_logprobs: int | None = 5,
@@ -109,7 +110,12 @@ class DeepInfra(Model):
         if max_retries is not None and max_retries != policy.max_retries:
             policy = dataclasses.replace(policy, max_retries=max_retries)  # never rewrite the caller's policy
         transport = Transport(
-            api_key=key, base_url=resolve_base_url(base_url), timeout=timeout, retry=policy, **client_kwargs
+            api_key=key,
+            base_url=resolve_base_url(base_url),
+            timeout=timeout,
+            stream_deadline=stream_deadline,
+            retry=policy,
+            **client_kwargs,
         )
         registry = profiles or PROFILES
         if profile is not None:

@@ -8,6 +8,7 @@ the failed call left no capture and no text behind in the program.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +19,7 @@ import guidance_deepinfra
 from guidance_deepinfra import (
     APIError,
     AuthenticationError,
+    ConfigurationError,
     ContextLengthError,
     DeepInfra,
     DeepInfraError,
@@ -610,3 +612,20 @@ def test_a_failed_call_sets_no_capture_for_any_node(
         lm["doc"]
     expected_requests = 3 if failure == "5xx-storm" else 1
     assert len(fake.requests) == expected_requests and len(sleeps) == expected_requests - 1
+
+
+def test_a_stream_kept_alive_without_end_hits_the_deadline(fake: FakeDeepInfra, make_model: MakeModel) -> None:
+    # Each comment arrives well within the per-read timeout, so only the total deadline can end this.
+    lines = [_chunk(_text_choice("Hel"))] + [b": keep-alive\n\n"] * 40
+    fake.push(Reply(events=lines, headers={"content-type": "text/event-stream"}, chunk_delay=0.05))
+    started = time.monotonic()
+    error = _run_failing(_ready(make_model, timeout=1.0, stream_deadline=0.5), RequestTimeoutError)
+    assert "stream_deadline=0.5" in str(error)
+    assert time.monotonic() - started < 1.9  # ended by the deadline, not by the 40 comments (2 s)
+    assert len(fake.requests) == 1
+
+
+def test_stream_deadline_must_be_positive(make_model: MakeModel, fake: FakeDeepInfra) -> None:
+    with pytest.raises(ConfigurationError, match="stream_deadline"):
+        make_model(stream_deadline=0)
+    assert fake.requests == []
