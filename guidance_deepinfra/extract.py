@@ -107,7 +107,6 @@ def make_model(
         return model
     policy = dataclasses.replace(retry) if retry is not None else RetryPolicy(max_retries=2)
     model_options.setdefault("echo", False)
-    model_options.setdefault("max_retries", policy.max_retries)
     return DeepInfra(model, api_key=api_key, base_url=base_url, retry=policy, **model_options)
 
 
