@@ -29,7 +29,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="write cassettes from the documented wire format with the loopback fake server",
     )
     demo.add_argument("--cassettes", type=Path, default=None, help="cassette directory (default: ./cassettes)")
+    demo.add_argument(
+        "--overwrite-provenance",
+        action="store_true",
+        help="allow --record to replace synthesized cassettes (or --synthesize to replace live ones)",
+    )
     demo.add_argument("names", nargs="*", help="scenario names (default: all)")
+    from .probe import add_parser as add_probe_parser
+
+    add_probe_parser(sub)
     from ._extract_cli import add_parser as add_extract_parser
 
     add_extract_parser(sub)
@@ -45,7 +53,19 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             print(f"unknown scenario(s) {unknown}; known: {sorted(SCENARIOS)}", file=sys.stderr)
             return 2
-        return 1 if run_demo(args.mode, args.names or None, args.cassettes) else 0
+        from .errors import ConfigurationError
+
+        try:
+            overwrite = args.overwrite_provenance
+            failed = run_demo(args.mode, args.names or None, args.cassettes, overwrite_provenance=overwrite)
+        except ConfigurationError as exc:
+            print(f"demo: {exc}", file=sys.stderr)
+            return 2
+        return 1 if failed else 0
+    if args.command == "probe":
+        from .probe import run as run_probe
+
+        return run_probe(args)
     if args.command == "extract":
         from ._extract_cli import run as run_extract
 

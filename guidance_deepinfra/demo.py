@@ -1,10 +1,11 @@
-"""Example programs that double as the recorded-traffic suite.
+"""Example programs that double as the cassette suite.
 
 Each `Scenario` is a small guidance program plus a check of its result. `guidance-deepinfra demo` runs them
 live when ``DEEPINFRA_API_KEY`` is set and otherwise replays the cassettes in ``cassettes/`` (no network).
-The same scenarios re-record the cassettes live (``--record``) or synthesize them from DeepInfra's
-documented wire format with the loopback fake server (``--synthesize``); ``cassettes/provenance.json`` says
-which each one is.
+The cassettes in the repository are synthesized: each scenario's replies are scripted here (``synthetic=``)
+and served in DeepInfra's wire format by the loopback fake server, with the fake server's fixed price per
+token as their cost. ``--record`` re-records them live and ``--synthesize`` rebuilds them from the scripts;
+``cassettes/provenance.json`` says which each one is, and the demo prints it for every scenario.
 """
 
 from __future__ import annotations
@@ -14,14 +15,14 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date
 from pathlib import Path
 from typing import Any
 
 from guidance import assistant, gen, system, user
 
+from . import _provenance
 from ._http import DEFAULT_BASE_URL
-from ._model import DEFAULT_MODEL, DeepInfra
+from ._model import DEFAULT_MODEL, DeepInfra, resolve_base_url
 from .profile import ProfileRegistry
 from .testing.fake_server import FakeDeepInfra, Reply
 
@@ -171,11 +172,8 @@ def _rewrite_to_deepinfra(path: Path, fake_url: str) -> None:
     path.write_text(text.replace(fake_url, DEFAULT_BASE_URL))
 
 
-def _update_provenance(directory: Path, name: str, how: str) -> None:
-    file = directory / "provenance.json"
-    data = json.loads(file.read_text()) if file.exists() else {}
-    data[name] = {"provenance": how, "date": date.today().isoformat()}
-    file.write_text(json.dumps(dict(sorted(data.items())), indent=2) + "\n")
+#: Where the demo's synthesized replies are scripted, as written in their provenance entries.
+SCRIPTED_REPLIES = "guidance_deepinfra/demo.py and _scenarios_*.py"
 
 
 @contextmanager
@@ -193,10 +191,12 @@ def scenario_model(sc: Scenario, mode: str, cassette_dir: Path) -> Iterator[Deep
             yield DeepInfra(sc.model, api_key=REPLAY_KEY, base_url=DEFAULT_BASE_URL, max_retries=0, **kwargs)
         return
     if mode == "record":
+        base_url = resolve_base_url(None)
         cassette.unlink(missing_ok=True)
         with make_vcr("all").use_cassette(str(cassette)):
-            yield DeepInfra(sc.model, base_url=DEFAULT_BASE_URL, **kwargs)
-        _update_provenance(cassette_dir, sc.name, "recorded live")
+            yield DeepInfra(sc.model, base_url=base_url, **kwargs)
+        _rewrite_to_deepinfra(cassette, base_url)
+        _provenance.write(cassette_dir, sc.name, _provenance.live_entry(sc.model))
         return
     if mode == "synthesize":
         cassette.unlink(missing_ok=True)
@@ -205,7 +205,7 @@ def scenario_model(sc: Scenario, mode: str, cassette_dir: Path) -> Iterator[Deep
             with make_vcr("all").use_cassette(str(cassette)):
                 yield DeepInfra(sc.model, api_key=REPLAY_KEY, base_url=fake.base_url, **kwargs)
             _rewrite_to_deepinfra(cassette, fake.base_url)
-        _update_provenance(cassette_dir, sc.name, "synthesized from the documented wire format")
+        _provenance.write(cassette_dir, sc.name, _provenance.synthesized_entry(sc.model, SCRIPTED_REPLIES))
         return
     raise ValueError(f"unknown mode {mode!r}")
 
@@ -223,22 +223,52 @@ def choose_mode(requested: str | None) -> str:
     return "live" if (os.environ.get("DEEPINFRA_API_KEY") or os.environ.get("DEEPINFRA_TOKEN")) else "replay"
 
 
-def run_demo(mode: str | None = None, names: list[str] | None = None, cassette_dir: Path | None = None) -> int:
-    """Run the scenarios, print each result, and return the number that failed their check."""
+def source_line(mode: str, sc: Scenario, cassette_dir: Path) -> str:
+    """What the user is told about where one scenario's answers (and costs) come from, in `mode`."""
+    if mode == "live":
+        return "answers from DeepInfra now; costs are DeepInfra's own usage.estimated_cost"
+    if mode == "record":
+        return "recording live now: " + _provenance.describe(_provenance.live_entry(sc.model))
+    if mode == "synthesize":
+        return "synthesizing now: " + _provenance.describe(_provenance.synthesized_entry(sc.model, SCRIPTED_REPLIES))
+    entry = _provenance.read(cassette_dir).get(sc.name)
+    if entry is None:
+        return "cassette without a provenance entry: where its replies come from is unknown"
+    return _provenance.describe(entry)
+
+
+def run_demo(
+    mode: str | None = None,
+    names: list[str] | None = None,
+    cassette_dir: Path | None = None,
+    *,
+    overwrite_provenance: bool = False,
+) -> int:
+    """Run the scenarios, print each result, and return the number that failed their check.
+
+    Recording or synthesizing over cassettes of the other kind raises `ConfigurationError` before any
+    request unless `overwrite_provenance` is set.
+    """
     chosen = choose_mode(mode)
+    directory = cassette_dir or default_cassette_dir()
+    chosen_names = names or list(SCENARIOS)
+    if chosen in ("record", "synthesize"):
+        new_source = _provenance.LIVE if chosen == "record" else _provenance.SYNTHESIZED
+        _provenance.check_replaceable(directory, chosen_names, new_source, allowed=overwrite_provenance)
     where = {
         "live": "LIVE against DeepInfra (DEEPINFRA_API_KEY is set)",
-        "replay": "OFFLINE, replaying recorded DeepInfra traffic from cassettes/ (no key set)",
+        "replay": f"OFFLINE, replaying the cassettes in {directory.name}/ (no key set)",
         "record": "LIVE, re-recording cassettes",
-        "synthesize": "OFFLINE, synthesizing cassettes with the loopback fake server",
+        "synthesize": "OFFLINE, synthesizing cassettes from scripted replies with the loopback fake server",
     }[chosen]
     print(f"guidance-deepinfra demo: {where}")
     failures = 0
-    for name in names or list(SCENARIOS):
+    for name in chosen_names:
         sc = SCENARIOS[name]
         print(f"\n== {sc.name}: {sc.description}")
+        print(f"   source: {source_line(chosen, sc, directory)}")
         try:
-            result = run_scenario(sc, chosen, cassette_dir)
+            result = run_scenario(sc, chosen, directory)
         except Exception as exc:  # noqa: BLE001 - the demo reports and goes on
             failures += 1
             print(f"   FAILED: {type(exc).__name__}: {exc}")
@@ -246,5 +276,5 @@ def run_demo(mode: str | None = None, names: list[str] | None = None, cassette_d
         for key, value in result.items():
             if key != "text":
                 print(f"   {key}: {value}")
-    print(f"\n{len(names or SCENARIOS) - failures} passed, {failures} failed")
+    print(f"\n{len(chosen_names) - failures} passed, {failures} failed")
     return failures

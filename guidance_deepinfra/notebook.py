@@ -1,10 +1,14 @@
-"""Models for the example notebooks: live with a key, otherwise replaying recorded traffic.
+"""Models for the example notebooks: live with a key, otherwise replaying a cassette.
 
 A notebook calls ``lm = connect("quickstart")`` once. With ``DEEPINFRA_API_KEY`` set it gets a live
 `DeepInfra`; without one it gets a model whose requests are answered from
-``cassettes/notebooks/quickstart.yaml``, so the notebooks run anywhere, offline. A notebook is not one
-``with`` block, so the cassette is opened by `connect()` and stays open for the kernel's life (or until
-`finish()` or the next `connect()` of the same name).
+``cassettes/notebooks/quickstart.yaml``, so the notebooks run anywhere, offline. The cassettes in the
+repository are synthesized: their replies are scripted in ``notebooks/_replies.py`` and served in DeepInfra's
+wire format by the loopback fake server, and their costs come from the fake server's fixed price per token.
+`connect()` prints where its cassette's replies come from, read from ``cassettes/notebooks/provenance.json``
+(a cassette recorded live says so, with its date and model). A notebook is not one ``with`` block, so the
+cassette is opened by `connect()` and stays open for the kernel's life (or until `finish()` or the next
+`connect()` of the same name).
 
 ``GUIDANCE_DEEPINFRA_NOTEBOOK_MODE`` forces a mode: ``live``, ``replay``, ``record`` (live, writing the
 cassette) or ``synthesize`` (writing the cassette from the scripted replies in ``notebooks/_replies.py``
@@ -26,15 +30,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import _provenance
 from ._http import DEFAULT_BASE_URL
-from ._model import API_KEY_VARIABLES, DEFAULT_MODEL, DeepInfra
-from .demo import REPLAY_KEY, _rewrite_to_deepinfra, _update_provenance, make_vcr
+from ._model import API_KEY_VARIABLES, DEFAULT_MODEL, DeepInfra, resolve_base_url
+from .demo import REPLAY_KEY, _rewrite_to_deepinfra, make_vcr
 from .profile import ProfileRegistry
 
 MODE_VARIABLE = "GUIDANCE_DEEPINFRA_NOTEBOOK_MODE"
+#: Set to 1 to let ``record`` replace a synthesized cassette (or ``synthesize`` a live one).
+OVERWRITE_VARIABLE = "GUIDANCE_DEEPINFRA_OVERWRITE_PROVENANCE"
 MODES = ("live", "replay", "record", "synthesize")
 FINISH_MARKER = "guidance-deepinfra-notebook-finish:"
-PROVENANCE = {"record": "recorded live", "synthesize": "synthesized from the documented wire format"}
+SCRIPTED_REPLIES = "notebooks/_replies.py"
+LIVE_NOTE = "Live: answers come from DeepInfra now; costs shown are DeepInfra's own usage.estimated_cost."
 
 
 def project_root() -> Path:
@@ -71,6 +79,8 @@ class _Session:
     cassette: Any = None
     fake: Any = None
     scripted: int | None = None  # replies scripted as a list: every one must be used, and no more
+    provenance: dict[str, Any] | None = None  # the entry written when the cassette is (re)written
+    base_url: str = DEFAULT_BASE_URL
 
     def close(self) -> dict[str, Any]:
         played = self.cassette.play_count if self.cassette is not None else 0
@@ -82,8 +92,10 @@ class _Session:
         path = cassette_dir() / f"{self.name}.yaml"
         if self.fake is not None:
             _rewrite_to_deepinfra(path, self.fake.base_url)
-        if self.mode in PROVENANCE:
-            _update_provenance(cassette_dir(), self.name, PROVENANCE[self.mode])
+        elif self.mode == "record":
+            _rewrite_to_deepinfra(path, self.base_url)
+        if self.provenance is not None:
+            _provenance.write(cassette_dir(), self.name, self.provenance)
         return {"name": self.name, "mode": self.mode, "recorded": recorded, "played": played}
 
 
@@ -110,20 +122,44 @@ def scripted_replies(name: str) -> Any:
     return module.REPLIES[name]
 
 
+def provenance_note(name: str, entry: dict[str, Any] | None) -> str:
+    """The line `connect()` prints about the cassette `name`, from its provenance entry."""
+    where = f"Cassette cassettes/notebooks/{name}.yaml"
+    if entry is None:
+        return f"{where}: no provenance entry, so where its replies come from is unknown."
+    return f"{where}: {_provenance.describe(entry)}."
+
+
 def connect(name: str, model: str = DEFAULT_MODEL, **kwargs: Any) -> DeepInfra:
     """A `DeepInfra` model for the notebook `name`: live with a key, else replaying its cassette.
 
-    Keyword arguments go to `DeepInfra` (``echo`` defaults to False so that saved outputs are plain text).
-    Calling it again for the same name starts the cassette over, so re-running a notebook works.
+    Prints where the answers come from: live, or the cassette's provenance (synthesized from scripted
+    replies, or recorded live on a date with a model). Recording or synthesizing prints the entry it is
+    about to write, so the saved output equals what a later replay prints. Keyword arguments go to
+    `DeepInfra` (``echo`` defaults to False so that saved outputs are plain text). Calling it again for the
+    same name starts the cassette over, so re-running a notebook works.
     """
     kwargs.setdefault("echo", False)
     mode = current_mode()
     if mode == "live":
+        print(LIVE_NOTE)
         return DeepInfra(model, **kwargs)
     if name in _SESSIONS:
         _SESSIONS.pop(name).close()
     path = cassette_dir() / f"{name}.yaml"
     session = _Session(name, mode)
+    if mode in ("record", "synthesize"):
+        new_source = _provenance.LIVE if mode == "record" else _provenance.SYNTHESIZED
+        allowed = os.environ.get(OVERWRITE_VARIABLE) == "1"
+        _provenance.check_replaceable(cassette_dir(), [name], new_source, allowed=allowed)
+        session.provenance = (
+            _provenance.live_entry(model)
+            if mode == "record"
+            else _provenance.synthesized_entry(model, SCRIPTED_REPLIES)
+        )
+        print(provenance_note(name, session.provenance))
+    else:
+        print(provenance_note(name, _provenance.read(cassette_dir()).get(name)))
     kwargs.setdefault("profiles", ProfileRegistry())  # capabilities learned in one notebook stay in it
     if mode == "replay":
         if not path.exists():
@@ -131,9 +167,10 @@ def connect(name: str, model: str = DEFAULT_MODEL, **kwargs: Any) -> DeepInfra:
         session.cassette = session.stack.enter_context(make_vcr("none").use_cassette(str(path)))
         lm = DeepInfra(model, api_key=REPLAY_KEY, base_url=DEFAULT_BASE_URL, max_retries=0, **kwargs)
     elif mode == "record":
+        session.base_url = resolve_base_url(None)
         path.unlink(missing_ok=True)
         session.cassette = session.stack.enter_context(make_vcr("all").use_cassette(str(path)))
-        lm = DeepInfra(model, base_url=DEFAULT_BASE_URL, **kwargs)
+        lm = DeepInfra(model, base_url=session.base_url, **kwargs)
     else:
         from .testing.fake_server import FakeDeepInfra
 
@@ -170,7 +207,7 @@ def command(line: str) -> int:
                 "DEEPINFRA_BASE_URL": session.fake.base_url if session.fake else DEFAULT_BASE_URL,
             }
         elif session.mode == "record":
-            overrides = {"DEEPINFRA_BASE_URL": DEFAULT_BASE_URL}
+            overrides = {"DEEPINFRA_BASE_URL": session.base_url}
     saved = {key: os.environ.get(key) for key in overrides}
     os.environ.update(overrides)
     try:
@@ -228,19 +265,28 @@ def _this_python_kernel_manager_class() -> type:
     return ThisPythonKernel
 
 
-def run_notebook(path: Path, mode: str = "replay", *, save: bool = False, timeout: int = 120) -> NotebookRun:
+def run_notebook(
+    path: Path,
+    mode: str = "replay",
+    *,
+    save: bool = False,
+    timeout: int = 120,
+    overwrite_provenance: bool = False,
+) -> NotebookRun:
     """Execute the notebook at `path` in a fresh kernel with ``GUIDANCE_DEEPINFRA_NOTEBOOK_MODE=mode``.
 
-    Raises ``nbclient.exceptions.CellExecutionError`` if a cell fails. With `save`, the notebook is written
-    back with its new outputs.
+    Raises ``nbclient.exceptions.CellExecutionError`` if a cell fails (a refused overwrite of a cassette of
+    the other kind included, unless `overwrite_provenance`). With `save`, the notebook is written back with
+    its new outputs.
     """
     import nbformat
     from nbclient import NotebookClient
 
     nb = nbformat.read(path, as_version=4)
     nb.cells.append(nbformat.v4.new_code_cell("import guidance_deepinfra.notebook as _nb\n_nb.finish();"))
-    env = {k: v for k, v in os.environ.items() if mode == "live" or k not in API_KEY_VARIABLES}
+    env = {k: v for k, v in os.environ.items() if mode in ("live", "record") or k not in API_KEY_VARIABLES}
     env[MODE_VARIABLE] = mode
+    env[OVERWRITE_VARIABLE] = "1" if overwrite_provenance else "0"
     client = NotebookClient(
         nb,
         kernel_manager_class=_this_python_kernel_manager_class(),
@@ -264,18 +310,23 @@ def notebook_paths() -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m guidance_deepinfra.notebook [--synthesize|--record|--replay] [names]``."""
+    """``python -m guidance_deepinfra.notebook [--synthesize|--record|--replay] [--overwrite-provenance] [names]``."""
     parser = argparse.ArgumentParser(description="Run the example notebooks and save their outputs.")
     group = parser.add_mutually_exclusive_group()
     for mode in ("synthesize", "record", "replay", "live"):
         group.add_argument(f"--{mode}", dest="mode", action="store_const", const=mode)
+    parser.add_argument(
+        "--overwrite-provenance",
+        action="store_true",
+        help="allow --record to replace synthesized cassettes (or --synthesize to replace live ones)",
+    )
     parser.add_argument("names", nargs="*", help="notebooks, e.g. 01_quickstart or quickstart (default: all)")
     args = parser.parse_args(argv)
     mode = args.mode or "replay"
     for path in notebook_paths():
         if args.names and not {path.stem, path.stem.partition("_")[2]} & set(args.names):
             continue
-        run = run_notebook(path, mode, save=mode != "replay")
+        run = run_notebook(path, mode, save=mode != "replay", overwrite_provenance=args.overwrite_provenance)
         print(f"{path.name}: {mode}, {run.sessions}")
     return 0
 

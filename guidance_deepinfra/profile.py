@@ -10,9 +10,12 @@ issued once), and can be declared up front by the user so no request is wasted o
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import threading
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 JsonMode = Literal["json_schema", "json_object", "prompt"]
@@ -132,3 +135,55 @@ PROFILES = ProfileRegistry()
 def declare_profile(model: str, profile: ModelProfile) -> None:
     """Declare what `model` supports, for every DeepInfra model object in this process."""
     PROFILES.declare(model, profile)
+
+
+# --------------------------------------------------------------------------- profile files written by the probe
+
+#: The ``format`` of the file `guidance-deepinfra probe` writes.
+PROBE_FORMAT = "guidance-deepinfra probe 1"
+
+
+def load_profiles(path: str | os.PathLike[str]) -> dict[str, ModelProfile]:
+    """Every model's profile in a file written by ``guidance-deepinfra probe``.
+
+    Fields this version does not know are ignored and missing ones keep their defaults, so a file from a newer
+    or older plugin still loads. A file that is not a probe file raises `ConfigurationError`.
+    """
+    from .errors import ConfigurationError
+
+    file = Path(path)
+    try:
+        data = json.loads(file.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigurationError(f"cannot read the profile file {file}: {exc}") from None
+    if not isinstance(data, dict) or data.get("format") != PROBE_FORMAT or not isinstance(data.get("models"), dict):
+        raise ConfigurationError(f"{file} is not a profile file written by `guidance-deepinfra probe`")
+    profiles: dict[str, ModelProfile] = {}
+    for model, entry in data["models"].items():
+        fields = entry.get("profile") if isinstance(entry, dict) else None
+        if not isinstance(fields, dict):
+            raise ConfigurationError(f"{file}: model {model!r} has no profile")
+        known = {k: v for k, v in fields.items() if k in _FEATURE_FIELDS}
+        wrong = sorted(k for k, v in known.items() if not isinstance(v, bool))
+        if wrong:
+            raise ConfigurationError(f"{file}: model {model!r} has non-boolean profile fields {wrong}")
+        profiles[model] = ModelProfile(**known)
+    return profiles
+
+
+def load_profile(path: str | os.PathLike[str], model: str) -> ModelProfile:
+    """One model's profile from a probe file, for ``DeepInfra(model, profile=load_profile(path, model))``."""
+    from .errors import ConfigurationError
+
+    profiles = load_profiles(path)
+    if model not in profiles:
+        raise ConfigurationError(f"{path} holds no profile for {model!r}; it has {sorted(profiles)}")
+    return profiles[model]
+
+
+def declare_profiles(path: str | os.PathLike[str]) -> list[str]:
+    """`declare_profile` every model of a probe file; returns the models declared."""
+    profiles = load_profiles(path)
+    for model, profile in profiles.items():
+        declare_profile(model, profile)
+    return sorted(profiles)
