@@ -93,6 +93,7 @@ def test_a_server_that_enforces_every_keyword(tmp_path, monkeypatch, capsys) -> 
     # every answered request's streamed estimated_cost: 21 text answers and one tool call (42 tokens at 1e-7)
     assert entry["estimated_cost_usd"] == pytest.approx(2.5e-06 * (run.requests - 3) + 4.2e-06, rel=0.01)
     assert load_profile(tmp_path / "profiles.json", MODEL) == ModelProfile(regex_format=True)
+    assert "probe-test-key" not in (tmp_path / "profiles.json").read_text() + run.out + run.err
 
 
 def test_a_server_that_ignores_every_keyword_and_the_regex(tmp_path, monkeypatch, capsys) -> None:

@@ -49,3 +49,81 @@ def test_readme_examples_run(
     out = capsys.readouterr().out
     assert "Paris" in out
     assert "number='17'" in out or "number='18'" in out
+
+
+# --------------------------------------------------------------------------- what users are told about offline material
+
+ROOT = README.parent
+PROVENANCE_FILES = [ROOT / "cassettes" / "provenance.json", ROOT / "cassettes" / "notebooks" / "provenance.json"]
+
+
+def section(title_start: str) -> str:
+    text = README.read_text()
+    start = text.index("\n## " + title_start)
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end != -1 else None]
+
+
+def sources() -> set[str]:
+    return {entry["source"] for file in PROVENANCE_FILES for entry in json.loads(file.read_text()).values()}
+
+
+def test_offline_wording_follows_the_provenance_files() -> None:
+    """README, cassettes/README.md and pyproject say what the provenance files say, and no more."""
+    two_commands = " ".join(section("Two commands").split())
+    testing = " ".join(section("Testing and cassettes").split())
+    cassettes_readme = " ".join((ROOT / "cassettes" / "README.md").read_text().split())
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    if sources() == {"synthesized"}:
+        assert "whose replies are synthesized" in two_commands
+        assert "fake server's fixed price per token" in two_commands
+        assert "recorded" not in two_commands.lower()
+        assert "Every cassette in the repository is synthesized" in testing
+        assert "Every cassette here is currently **synthesized**" in cassettes_readme
+        assert "synthesized replies in DeepInfra's wire" in pyproject and "recorded" not in pyproject
+    else:  # a live recording was added: no sentence may still claim everything is synthesized
+        assert "Every cassette in the repository is synthesized" not in testing
+        assert "Every cassette here is currently **synthesized**" not in cassettes_readme
+        assert "recorded live" in two_commands
+
+
+def wire_fact_rows() -> list[list[str]]:
+    rows = []
+    for line in section("DeepInfra wire facts").splitlines():
+        if line.startswith("| ") and not line.startswith("| fact |"):
+            rows.append([cell.strip() for cell in line.strip().strip("|").split(" | ")])
+    return rows
+
+
+def test_wire_facts_each_have_a_status_and_the_probe_covers_the_unverified() -> None:
+    from guidance_deepinfra.probe import ROWS
+    from guidance_deepinfra.profile import load_profiles
+
+    rows = wire_fact_rows()
+    assert len(rows) >= 15
+    probe_column = " ".join(row[3] for row in rows)
+    labels = [label for _, label in ROWS]
+    for fact, status, said, probe_row in rows:
+        assert said, f"{fact}: say what the sources say"
+        kind, _, cited = status.partition(" ")
+        assert kind in ("documented", "unverified", "measured"), status
+        if kind == "measured":  # a measured fact names a contributed probe file that exists and loads
+            path = ROOT / cited.strip("()")
+            assert cited.startswith("(probes/") and path.exists(), status
+            assert load_profiles(path)
+        if kind == "unverified" and probe_row != "-":
+            for named in re.findall(r"`([^`]+)`", probe_row):
+                assert named in labels or named == "json_schema keyword ...", named
+    for label in labels:  # every row of the probe's table settles a fact listed here
+        if label.startswith("json_schema keyword "):
+            keyword_row = next(row[3] for row in rows if "json_schema keyword ..." in row[3])
+            assert label.removeprefix("json_schema keyword ") in keyword_row, label
+        else:
+            assert f"`{label}`" in probe_column, label
+
+
+def test_contributed_probe_files_load() -> None:
+    from guidance_deepinfra.profile import load_profiles
+
+    for path in sorted((ROOT / "probes").glob("*.json")):
+        assert load_profiles(path), path

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+# The fixed price per token behind every fake reply's usage.estimated_cost (not DeepInfra's prices): costs shown
+# offline, by the demo, the notebooks and tests, come from it.
 COST_PER_TOKEN = 1e-7
 
 
