@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         if args.instructions_file is not None:
             instructions = args.instructions_file.read_text(encoding="utf-8")
         schema = load_schema(args.schema)
-        shard = parse_shard(args.shard) if args.shard else None
+        shard = parse_shard(args.shard) if args.shard is not None else None
 
         def inputs() -> Iterator[Item]:
             items = read_inputs(args.input, id_field=args.id_field, text_field=args.text_field)

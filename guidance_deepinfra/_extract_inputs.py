@@ -11,11 +11,12 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import re
 import sys
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from .errors import ConfigurationError
 
@@ -87,7 +88,12 @@ def checked(items: Iterable[Item]) -> Iterator[Item]:
             item = _bad(item.id, item.source, item.line, "the text is empty")
         elif item.problem is None and (unsendable := _unencodable(item.text)) is not None:
             item = _bad(item.id, item.source, item.line, unsendable)
-        if item.id in seen:
+        if item.problem is not None:
+            # Its own problem is what the user must fix (a malformed line whose fallback id ``line-N`` happens
+            # to equal a real id is malformed, not a duplicate); a fallback id claims nothing.
+            if item.id not in seen and item.id != f"line-{item.line}":
+                seen[item.id] = item.source
+        elif item.id in seen:
             item = _bad(item.id, item.source, item.line, f"duplicate id (first seen at {seen[item.id]})")
         else:
             seen[item.id] = item.source
@@ -109,16 +115,22 @@ def shard_of(item_id: str, shards: int) -> int:
     return int.from_bytes(digest, "big") % shards
 
 
+_SHARD = re.compile(r"([0-9]+)/([0-9]+)", re.ASCII)
+
+
 def parse_shard(text: str) -> tuple[int, int]:
-    """``K/N`` (0 <= K < N) as (K, N)."""
-    index, sep, count = text.partition("/")
-    try:
-        k, n = int(index), int(count)
-    except ValueError:
-        k, n = -1, 0
-    if not sep or n < 1 or not 0 <= k < n:
-        raise ConfigurationError(f"--shard must be K/N with 0 <= K < N, got {text!r}")
-    return k, n
+    """``K/N`` (0 <= K < N, ASCII digits only) as (K, N).
+
+    Strict on purpose: an empty value (an unset shell variable) must not turn sharding off, which would
+    make every shard run the whole job; spaces, signs and non-ASCII digits, which ``int`` would accept,
+    hint at a mistake in the script that built the value.
+    """
+    match = _SHARD.fullmatch(text) if isinstance(text, str) else None
+    if match is None or not 0 <= int(match.group(1)) < int(match.group(2)):
+        raise ConfigurationError(
+            f"--shard must be K/N with 0 <= K < N in ASCII digits and nothing else (for example 0/4), got {text!r}"
+        )
+    return int(match.group(1)), int(match.group(2))
 
 
 def _bad(item_id: str, source: str, line: int | None, problem: str) -> Item:
@@ -165,36 +177,117 @@ def _id_of(value: Any, fallback: str) -> str | None:
     return str(value)
 
 
-def _read_csv(path: Path, id_field: str, text_field: str) -> Iterator[Item]:
-    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # long documents are normal inputs
-    with path.open(newline="", encoding="utf-8-sig") as file:
-        reader = csv.reader(file)
+_BOM = b"\xef\xbb\xbf"
+
+
+class _CsvLines:
+    """The physical lines of a CSV file from a byte offset on, each decoded on its own.
+
+    Decoding line by line means one bad byte costs one row, never the rows before or after it: a line that
+    is not UTF-8 is passed on with its bytes escaped (so the CSV parser still sees its delimiters) and
+    remembered, and the record it belongs to becomes an error naming that line. `first` and `bad` describe
+    the record being parsed: where it started (line number, offset after that line) and its first bad line.
+    """
+
+    def __init__(self, file: BinaryIO, number: int, offset: int) -> None:
+        self._file = file
+        self.number = number  # of the last line handed out
+        self.offset = offset  # of the next line
+        self.first: tuple[int, int] | None = None
+        self.bad: tuple[int, str] | None = None
+
+    def begin_record(self) -> None:
+        self.first = None
+        self.bad = None
+
+    def __iter__(self) -> _CsvLines:
+        return self
+
+    def __next__(self) -> str:
+        raw = self._file.readline()
+        if not raw:
+            raise StopIteration
+        self.number += 1
+        self.offset += len(raw)
+        if self.number == 1 and raw.startswith(_BOM):
+            raw = raw[len(_BOM) :]
+        if self.first is None:
+            self.first = (self.number, self.offset)
         try:
-            header = next(reader, [])
-        except (UnicodeDecodeError, csv.Error) as exc:
-            raise ConfigurationError(f"input {str(path)!r}: unreadable header: {exc}") from None
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            if self.bad is None:
+                self.bad = (self.number, f"not UTF-8 ({exc.reason} at byte {exc.start + 1} of line {self.number})")
+            return raw.decode("utf-8", "surrogateescape")
+
+
+def _csv_header(path: Path, file: BinaryIO) -> tuple[list[str], int, int]:
+    """The header row, and the line number and byte offset where the data rows start."""
+    lines = _CsvLines(file, 0, 0)
+    try:
+        header = next(csv.reader(lines, strict=True), [])
+    except csv.Error as exc:
+        raise ConfigurationError(f"input {str(path)!r}: unreadable header: {exc}") from None
+    if lines.bad is not None:
+        raise ConfigurationError(f"input {str(path)!r}: unreadable header: {lines.bad[1]}")
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise ConfigurationError(
+            f"input {str(path)!r}: the header repeats the column(s) {', '.join(map(repr, repeated))}; "
+            "each column needs its own name, or which value is the id or the text would be a guess"
+        )
+    return header, lines.number, lines.offset
+
+
+def _read_csv(path: Path, id_field: str, text_field: str) -> Iterator[Item]:
+    """Rows of a CSV file, read strictly, one error record per row that cannot be read.
+
+    A quoted field may span lines, so a quote left open swallows every later line until the parser meets
+    the end of the file or a stray quote. When that happens the row where the record started is reported,
+    and parsing starts again on the line after it, so the rows it swallowed are still read.
+    """
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # long documents are normal inputs
+    with path.open("rb") as file:
+        header, number, offset = _csv_header(path, file)
         if text_field not in header:
             raise ConfigurationError(f"input {str(path)!r}: the header has no {text_field!r} column: {header}")
         while True:
-            start = reader.line_num + 1
-            where = f"{path.name}:{start}"
-            try:
-                row = next(reader)
-            except StopIteration:
+            file.seek(offset)
+            lines = _CsvLines(file, number, offset)
+            reader = csv.reader(lines, strict=True)
+            restart: tuple[int, int] | None = None
+            while True:
+                lines.begin_record()
+                try:
+                    row = next(reader)
+                except StopIteration:
+                    break
+                except csv.Error as exc:
+                    start, after_start = lines.first or (lines.number, lines.offset)
+                    swallowed = lines.number > start
+                    problem = f"malformed CSV: {exc}"
+                    if "unexpected end of data" in str(exc):
+                        problem = "malformed CSV: a quoted field opened on this line is never closed"
+                    yield _bad(f"line-{start}", f"{path.name}:{start}", start, problem)
+                    if swallowed:
+                        restart = (start, after_start)
+                        break
+                    continue
+                start = lines.first[0] if lines.first is not None else lines.number
+                where = f"{path.name}:{start}"
+                if not row:
+                    continue
+                if lines.bad is not None:
+                    yield _bad(f"line-{start}", where, start, lines.bad[1])
+                    continue
+                if len(row) != len(header):
+                    yield _bad(f"line-{start}", where, start, f"{len(row)} fields where the header has {len(header)}")
+                    continue
+                record = dict(zip(header, row, strict=True))
+                yield Item(record.get(id_field) or f"line-{start}", record[text_field], source=where, line=start)
+            if restart is None:
                 return
-            except UnicodeDecodeError as exc:
-                yield _bad(f"line-{start}", where, start, f"not UTF-8 ({exc.reason}); the rest of the file is unread")
-                return  # the decoder cannot resynchronise
-            except csv.Error as exc:
-                yield _bad(f"line-{start}", where, start, f"malformed CSV: {exc}")
-                continue
-            if not row:
-                continue
-            if len(row) != len(header):
-                yield _bad(f"line-{start}", where, start, f"{len(row)} fields where the header has {len(header)}")
-                continue
-            record = dict(zip(header, row, strict=True))
-            yield Item(record.get(id_field) or f"line-{start}", record[text_field], source=where, line=start)
+            number, offset = restart
 
 
 def _read_txt_dir(path: Path) -> Iterator[Item]:
