@@ -14,8 +14,15 @@ from ._extract_engine import Counts
 from ._extract_inputs import Item, parse_shard, shard_of
 from ._extract_limiter import DEEPINFRA_MAX_CONCURRENCY, AdaptiveLimiter
 from ._model import DEFAULT_MODEL
-from .errors import DeepInfraError
-from .extract import DEFAULT_CONCURRENCY, load_schema, read_inputs, run_extraction
+from .errors import ConfigurationError, DeepInfraError, OutputWriteError
+from .extract import DEFAULT_CONCURRENCY, Schema, load_schema, read_inputs, run_extraction
+
+#: Exit codes of ``guidance-deepinfra extract`` (documented in the README).
+EXIT_DONE = 0  # every input has a result
+EXIT_SOME_FAILED = 1  # the run finished; some inputs failed and are listed in the errors file
+EXIT_REFUSED = 2  # bad arguments, inputs or schema (nothing sent), or an error no input can fix stopped the run
+EXIT_WRITE_FAILED = 3  # a record could not be written (disk full...): what was written is kept, a rerun resumes
+EXIT_INTERRUPTED = 130  # Ctrl-C: what was written is kept, a rerun resumes
 
 
 def add_parser(sub: Any) -> None:
@@ -110,7 +117,9 @@ def run(args: argparse.Namespace) -> int:
         instructions = args.instructions
         if args.instructions_file is not None:
             instructions = args.instructions_file.read_text(encoding="utf-8")
+        check_paths(args.input, args.output, errors_path)
         schema = load_schema(args.schema)
+        Schema(schema)  # a schema without a usable JSON schema is refused here, before any file is touched
         shard = parse_shard(args.shard) if args.shard is not None else None
 
         def inputs() -> Iterator[Item]:
@@ -120,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
         input_ids = [item.id for item in inputs()]
     except (DeepInfraError, OSError) as exc:
         print(f"extract: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_REFUSED
 
     bar = ProgressBar(len(input_ids), enabled=not args.no_progress)
 
@@ -150,18 +159,27 @@ def run(args: argparse.Namespace) -> int:
             on_start=on_start,
             on_progress=bar.update,
         )
+    except OutputWriteError as exc:
+        bar.close()
+        print(f"extract: stopped: {exc}", file=sys.stderr)
+        print(
+            f"extract: finished records are kept in {args.output}; free space (or fix the error above) and rerun "
+            "the same command to resume",
+            file=sys.stderr,
+        )
+        return EXIT_WRITE_FAILED
     except DeepInfraError as exc:
         bar.close()
         print(f"extract: stopped: {type(exc).__name__}: {exc}", file=sys.stderr)
         print(f"extract: finished records are kept in {args.output}; rerun to resume", file=sys.stderr)
-        return 2
+        return EXIT_REFUSED
     except KeyboardInterrupt:
         bar.close()
         print(
             f"\nextract: interrupted; finished records are kept in {args.output}; rerun to resume",
             file=sys.stderr,
         )
-        return 130
+        return EXIT_INTERRUPTED
     bar.close()
     summary = (
         f"extract: {results.done} done, {results.failed} failed, {results.resumed} skipped (already done); "
@@ -171,4 +189,26 @@ def run(args: argparse.Namespace) -> int:
     print(summary, file=sys.stderr)
     if results.failed:
         print(f"extract: failures are listed in {errors_path}", file=sys.stderr)
-    return 1 if results.failed else 0
+    return EXIT_SOME_FAILED if results.failed else EXIT_DONE
+
+
+def check_paths(input_path: Path, output: Path, errors: Path) -> None:
+    """Refuse outputs that cannot work before anything is read or written.
+
+    A directory cannot take records, and an input that is also the output or errors file would be appended
+    to (or emptied) while it is being read.
+    """
+    for name, path in (("--output", output), ("--errors", errors)):
+        if path.is_dir():
+            raise ConfigurationError(f"{name} {str(path)!r} is a directory; give a file such as out.jsonl")
+        if _same_file(input_path, path):
+            raise ConfigurationError(f"{name} {str(path)!r} is the input file; results need a file of their own")
+    if _same_file(output, errors):
+        raise ConfigurationError("the output and errors files must differ")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and a.samefile(b) or a.resolve() == b.resolve()
+    except OSError:
+        return False

@@ -5,10 +5,15 @@ returns, under a lock, so records from many threads never interleave. A kill can
 torn last line (no newline); `RecordLog.open` detects it and cuts it off, so the record it belonged to is
 redone rather than read half-written. An exclusive lock on the file stops two runs from appending to the
 same output at once (which would write records twice).
+
+A write that fails (a full disk, a quota, an I/O error) or stops short is rolled back: the file is cut back to
+the end of the last complete record, so a later record is never glued onto a torn piece, and the log refuses
+further records; the caller stops the run with `OutputWriteError`, keeping what was written.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -18,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigurationError
+from .errors import ConfigurationError, OutputWriteError
 
 try:
     import fcntl
@@ -78,6 +83,9 @@ class RecordLog:
         self._fd = fd
         self._lock = threading.Lock()
         self.written = 0
+        #: Byte length of the file up to the end of its last complete record.
+        self._size = os.fstat(fd).st_size
+        self._failure: OutputWriteError | None = None
 
     @classmethod
     def open(cls, path: str | Path, *, fresh: bool = False) -> tuple[RecordLog, Recovered]:
@@ -88,7 +96,12 @@ class RecordLog:
         path = Path(path)
         if path.parent and not path.parent.exists():
             raise ConfigurationError(f"the directory of {str(path)!r} does not exist")
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        if path.is_dir():
+            raise ConfigurationError(f"{str(path)!r} is a directory; records go to a file")
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        except OSError as exc:
+            raise ConfigurationError(f"cannot open {str(path)!r} for writing: {exc.strerror}") from None
         try:
             if fcntl is not None:
                 try:
@@ -122,12 +135,37 @@ class RecordLog:
         except UnicodeEncodeError:  # a lone surrogate (a model's "\ud800" escape) can only be written escaped
             data = (json.dumps(record, separators=(",", ":")) + "\n").encode("ascii")
         with self._lock:
-            view = memoryview(data)
-            while view:
-                done = os.write(self._fd, view)
-                view = view[done:]
-            os.fsync(self._fd)
+            if self._failure is not None:
+                raise self._failure
+            try:
+                view = memoryview(data)
+                while view:
+                    done = os.write(self._fd, view)
+                    if done <= 0:
+                        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                    view = view[done:]
+                os.fsync(self._fd)
+            except OSError as exc:
+                self._failure = self._roll_back(exc)
+                raise self._failure from None
+            self._size += len(data)
             self.written += 1
+
+    def _roll_back(self, exc: OSError) -> OutputWriteError:
+        """Cut the file back to its last complete record after a failed or short write; say what is kept."""
+        reason = exc.strerror or str(exc)
+        try:
+            os.ftruncate(self._fd, self._size)
+            os.fsync(self._fd)
+            cleanup = "the partial record was removed"
+        except OSError:
+            cleanup = "the partial record could not be removed now and is cut off when the file is next opened"
+        return OutputWriteError(
+            f"could not write a record to {str(self.path)!r}: {reason} (errno {exc.errno}); {cleanup}. Every "
+            f"record written before it is kept ({self.written} in this run), and a rerun with the same output "
+            "resumes after them once the problem is fixed",
+            errno=exc.errno,
+        )
 
     def close(self) -> None:
         with self._lock:

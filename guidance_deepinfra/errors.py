@@ -106,6 +106,18 @@ class ConnectionFailedError(DeepInfraError):
     """The server could not be reached (after retries)."""
 
 
+class OutputWriteError(DeepInfraError, OSError):
+    """A record could not be written to an extraction's output or errors file (a full disk, a quota).
+
+    The partial record is removed, so the file still ends with the last complete record: everything written
+    before stays, and a rerun with the same output resumes after it. `errno` is the operating system's code.
+    """
+
+    def __init__(self, message: str, *, errno: int | None = None) -> None:
+        DeepInfraError.__init__(self, message)
+        self.errno = errno
+
+
 @dataclass(frozen=True)
 class Attempt:
     """One try at satisfying a client-side constraint: what came back and why it was refused."""
