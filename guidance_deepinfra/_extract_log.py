@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigurationError, OutputWriteError
+from .errors import ConfigurationError, OutputWriteError, redact_secrets
 
 try:
     import fcntl
@@ -129,6 +129,7 @@ class RecordLog:
         return cls(path, fd), recovered
 
     def append(self, record: dict[str, Any]) -> None:
+        record = redact_secrets(record)  # the API key is never written, even if a server echoed it into a text
         text = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
         try:
             data = text.encode("utf-8")

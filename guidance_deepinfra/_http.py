@@ -29,6 +29,7 @@ from .errors import (
     APIError,
     ConfigurationError,
     ConnectionFailedError,
+    DeepInfraError,
     InvalidProgramError,
     ProtocolError,
     RateLimitError,
@@ -36,6 +37,8 @@ from .errors import (
     ServerError,
     error_from_status,
     parse_error_body,
+    redact,
+    register_secret,
 )
 
 logger = logging.getLogger("guidance_deepinfra")
@@ -125,7 +128,52 @@ def check_api_key(api_key: str) -> str:
                 f"api_key has a character that cannot be sent in an HTTP header at position {position} "
                 f"(code point {ord(char)}); DeepInfra keys are printable ASCII without spaces"
             )
+    register_secret(key)  # from now on masked in every server text that reaches an error, a log or a file
+    _mask_library_logs()
     return key
+
+
+class _RedactingFilter(logging.Filter):
+    """Masks keys and ``Bearer`` values in the HTTP library's and the SDK's log records.
+
+    At DEBUG they log response headers as received (a redirect's Location, a header a proxy echoes), which
+    are server text like any other. A logger's filters run only for records it actually emits, so this costs
+    nothing while debug logging is off.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a broken record is the logging system's business, not ours
+            return True
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
+
+
+_LOG_FILTER = _RedactingFilter()
+_LIBRARY_LOGGERS = (
+    "openai",
+    "openai._base_client",
+    "openai._response",
+    "openai._legacy_response",
+    *(
+        f"{lib}{child}"
+        for lib in ("httpcore", "httpcore2")
+        for child in ("", ".connection", ".http11", ".http2", ".proxy", ".socks")
+    ),
+    "httpx",
+    "httpx2",
+)
+
+
+def _mask_library_logs() -> None:
+    names = set(_LIBRARY_LOGGERS) | {n for n in logging.Logger.manager.loggerDict if n.startswith("openai.")}
+    for name in names:
+        library_logger = logging.getLogger(name)
+        if _LOG_FILTER not in library_logger.filters:
+            library_logger.addFilter(_LOG_FILTER)
 
 
 def display_url(url: str) -> str:
@@ -263,9 +311,12 @@ class Transport:
         Opening the stream is retried per `RetryPolicy`; once chunks flow, a failure is raised as a typed
         error instead, because text has already been handed to the program.
         """
-        stream = self._open(body, model=model)
         try:
-            yield _checked_chunks(stream, model=model)
+            stream = self._open(body, model=model)
+        except DeepInfraError as exc:
+            raise _detached(exc)  # noqa: B904 - re-raising the same error, minus the SDK's exception behind it
+        try:
+            yield _detached_errors(_checked_chunks(stream, model=model))
         finally:
             stream.close()
 
@@ -329,6 +380,24 @@ class Transport:
             attempt += 1
 
 
+def _detached(error: DeepInfraError) -> DeepInfraError:
+    """`error` without the SDK exception it was raised while handling.
+
+    Our errors are raised ``from None``, which hides that exception in a printed traceback but still keeps it
+    as ``__context__``; the SDK's exception quotes the raw response body, which may echo the key. Our error
+    already carries what the body says (redacted), so nothing is lost.
+    """
+    error.__context__ = None
+    return error
+
+
+def _detached_errors(chunks: Iterator[ChatCompletionChunk]) -> Iterator[ChatCompletionChunk]:
+    try:
+        yield from chunks
+    except DeepInfraError as exc:
+        raise _detached(exc)  # noqa: B904 - the same error, see `_detached`
+
+
 def _redirect_error(response: Any, *, model: str | None) -> ProtocolError:
     location = response.headers.get("location") or "(no location)"
     shown = display_url(location) if "://" in location else location[:200]
@@ -361,7 +430,7 @@ def _check_content_type(stream: Stream[ChatCompletionChunk], *, model: str | Non
     content_type = stream.response.headers.get("content-type", "")
     if "text/event-stream" in content_type:
         return
-    text = _body_start(stream.response)
+    text = redact(_body_start(stream.response))  # masked before it is shortened below
     stream.close()
     shown = parse_error_body(text).message[:200] if text.lstrip().startswith("<") else text.strip()[:200]
     raise ProtocolError(
@@ -424,7 +493,7 @@ def _checked_chunks(stream: Stream[ChatCompletionChunk], *, model: str | None) -
 def _chunk_problem(chunk: Any) -> str | None:
     """What is wrong with a parsed chunk's shape, or None when every field we read has the right type."""
     if not isinstance(chunk, ChatCompletionChunk):
-        return f"not a chat.completion.chunk: {str(chunk)[:200]!r}"
+        return f"not a chat.completion.chunk: {redact(str(chunk))[:200]!r}"
     choices = getattr(chunk, "choices", None)
     if choices is not None and not isinstance(choices, list):
         return f"`choices` is {type(choices).__name__}, not a list"

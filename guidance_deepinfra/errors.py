@@ -3,7 +3,9 @@
 Every error that comes from DeepInfra carries the HTTP status and DeepInfra's own message, so a user can
 tell a missing capability from a bad key from a busy model without reading tracebacks. Errors found in the
 user's program (a bad schema, an empty select, an invalid regex) are raised before any request is sent.
-None of these errors ever holds the API key: messages are built from response bodies and our own text only.
+None of these errors ever holds the API key: messages are built from response bodies and our own text, and
+every text is passed through `redact` first, because a server may echo the key back ("Invalid API key
+provided: <key>") and a proxy may echo the whole ``Authorization`` header.
 """
 
 from __future__ import annotations
@@ -11,8 +13,73 @@ from __future__ import annotations
 import html
 import json
 import re
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, replace
 from typing import Any
+
+REDACTED = "[redacted]"
+
+#: Keys shorter than this are not masked: no real key is that short, and masking would garble messages.
+MIN_SECRET_LENGTH = 8
+#: A run of this many characters of a key is enough to mask the token it appears in (a truncated echo).
+_PIECE = 12
+_BEARER = re.compile(r"(?i)\b(bearer)(\s+)[^\s\"'<>,;]+")
+_TOKEN_RUN = re.compile(rf"[A-Za-z0-9_\-.~+/=]{{{_PIECE},}}")
+_secrets_lock = threading.Lock()
+_secrets: tuple[str, ...] = ()
+_pieces: frozenset[str] = frozenset()
+
+
+def register_secret(secret: str) -> None:
+    """Remember a credential of this process (the API key), so that `redact` masks it wherever it appears."""
+    global _secrets, _pieces
+    if not isinstance(secret, str) or len(secret) < MIN_SECRET_LENGTH:
+        return
+    with _secrets_lock:
+        if secret in _secrets:
+            return
+        _secrets = (*_secrets, secret)
+        _pieces = _pieces | {secret[i : i + _PIECE] for i in range(max(0, len(secret) - _PIECE + 1))}
+
+
+def redact(text: str) -> str:
+    """`text` with every registered key, any long piece of one, and every ``Bearer <token>`` value masked.
+
+    Applied to all text that comes from a server before it reaches an error, a log line or a file: error
+    bodies, HTML pages, stream events and chunks, answers quoted in a `ConstraintError`.
+    """
+    if not isinstance(text, str) or not text:
+        return text
+    text = _BEARER.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
+    secrets, pieces = _secrets, _pieces
+    for secret in secrets:
+        text = text.replace(secret, REDACTED)
+    if pieces:
+        text = _TOKEN_RUN.sub(lambda m: REDACTED if _holds_piece(m.group(0), pieces) else m.group(0), text)
+    return text
+
+
+def redact_secrets(value: Any) -> Any:
+    """`value` (JSON-like: dicts, lists, strings) with registered keys masked in every string, nothing else.
+
+    For records written to files: unlike `redact`, ``Bearer ...`` in extracted data is left alone, since a
+    document may well talk about HTTP headers; only this process's own keys are never written.
+    """
+    if isinstance(value, str):
+        if not _secrets:
+            return value
+        for secret in _secrets:
+            value = value.replace(secret, REDACTED)
+        return _TOKEN_RUN.sub(lambda m: REDACTED if _holds_piece(m.group(0), _pieces) else m.group(0), value)
+    if isinstance(value, dict):
+        return {redact_secrets(k): redact_secrets(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact_secrets(v) for v in value]
+    return value
+
+
+def _holds_piece(run: str, pieces: frozenset[str]) -> bool:
+    return any(run[i : i + _PIECE] in pieces for i in range(len(run) - _PIECE + 1))
 
 
 class DeepInfraError(Exception):
@@ -27,11 +94,12 @@ class DeepInfraError(Exception):
         error_type: str | None = None,
         model: str | None = None,
     ) -> None:
+        message = redact(message)
         super().__init__(message)
         self.message = message
         self.status = status
-        self.param = param
-        self.error_type = error_type
+        self.param = redact(param) if param is not None else None
+        self.error_type = redact(error_type) if error_type is not None else None
         self.model = model
 
     def __str__(self) -> str:
@@ -137,7 +205,8 @@ class ConstraintError(DeepInfraError):
     def __init__(self, message: str, *, constraint: str, attempts: list[Attempt], **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.constraint = constraint
-        self.attempts = list(attempts)
+        # The attempts quote what the server sent: masked like every other server text.
+        self.attempts = [replace(a, text=redact(a.text), errors=tuple(map(redact, a.errors))) for a in attempts]
 
     @property
     def last_output(self) -> str | None:
@@ -164,6 +233,20 @@ class ErrorBody:
 
 
 def parse_error_body(body: Any) -> ErrorBody:
+    """Read DeepInfra's error body in any of its shapes, with credentials masked (see `redact`)."""
+    if isinstance(body, (bytes, bytearray)):
+        body = body.decode("utf-8", errors="replace")
+    if isinstance(body, str):
+        body = redact(body)  # before any shortening, which could cut a key to a piece too short to recognise
+    parsed = _parse_error_body(body)
+    return ErrorBody(
+        message=redact(parsed.message),
+        error_type=redact(parsed.error_type) if parsed.error_type is not None else None,
+        param=redact(parsed.param) if parsed.param is not None else None,
+    )
+
+
+def _parse_error_body(body: Any) -> ErrorBody:
     """Read DeepInfra's error body in any of its shapes.
 
     - ``{"error": {"message", "type", "param"}}`` (OpenAI style, used for 405 on formats and tools)

@@ -286,3 +286,158 @@ def test_the_cassette_check_catches_what_it_looks_for() -> None:
     for text in planted:
         with pytest.raises(AssertionError):
             _check_cassette_text(text, "a planted text")
+
+
+# --------------------------------------------------------------------------- a server that echoes the key
+
+
+def _echoing(fake: FakeDeepInfra, build: Callable[[str], Reply]) -> Callable[[dict[str, Any]], Reply]:
+    """A responder that quotes the Authorization header it received, as a careless server or proxy does."""
+
+    def respond(body: dict[str, Any]) -> Reply:
+        authorization = fake.request_headers[-1]["authorization"]
+        return build(authorization).for_request(body)
+
+    return respond
+
+
+def _key_of(authorization: str) -> str:
+    return authorization.removeprefix("Bearer ")
+
+
+def _event(payload: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(payload).encode() + b"\n\n"
+
+
+ECHOES: dict[str, tuple[Program, Callable[[str], Reply], type[DeepInfraError]]] = {
+    "401 detail": (
+        _gen, lambda a: Reply.error(401, {"detail": f"Invalid API key provided: {_key_of(a)}"}),
+        guidance_deepinfra.AuthenticationError,
+    ),
+    "400 error fields": (
+        _gen,
+        lambda a: Reply.error(
+            400, {"error": {"message": f"Invalid API key provided: {_key_of(a)}", "param": _key_of(a), "type": a}}
+        ),
+        guidance_deepinfra.InvalidParameterError,
+    ),
+    "403 header echo": (
+        _gen, lambda a: Reply.error(403, {"error": {"message": f"Authorization: {a} is not allowed"}}),
+        guidance_deepinfra.AuthenticationError,
+    ),
+    "422 loc": (
+        _gen,
+        lambda a: Reply.error(422, {"detail": [{"loc": ["body", _key_of(a)], "msg": f"bad {a}", "type": "t"}]}),
+        guidance_deepinfra.InvalidParameterError,
+    ),
+    "500 html": (
+        _gen, lambda a: Reply.error(500, f"<html><title>Oops</title><body>key {_key_of(a)}</body></html>".encode()),
+        guidance_deepinfra.ServerError,
+    ),
+    "429 message": (
+        _gen, lambda a: Reply.rate_limited(0, message=f"slow down, {_key_of(a)}"), guidance_deepinfra.RateLimitError
+    ),
+    "200 html": (
+        _gen, lambda a: Reply.raw(200, f"<html><body>Hello {a}</body></html>".encode(), "text/html"),
+        guidance_deepinfra.ProtocolError,
+    ),
+    "200 text cut at 200": (
+        _gen, lambda a: Reply.raw(200, ("x" * 190 + " " + _key_of(a) + " tail" * 50).encode(), "text/plain"),
+        guidance_deepinfra.ProtocolError,
+    ),
+    "stream error event": (
+        _gen, lambda a: Reply.sse([_event({"error": {"message": f"bad key {_key_of(a)}"}})]), DeepInfraError
+    ),
+    "stream error event with code": (
+        _gen, lambda a: Reply.sse([_event({"error": {"message": f"bad key {a}", "code": 401}})]), DeepInfraError
+    ),
+    "malformed chunk": (
+        _gen,
+        lambda a: Reply.sse([_event({"object": "chat.completion.chunk", "choices": "x", "echo": _key_of(a)})]),
+        guidance_deepinfra.ProtocolError,
+    ),
+    "answer quoted in a constraint error": (
+        _select, lambda a: Reply.text(f"maybe {_key_of(a)}"), guidance_deepinfra.ConstraintError
+    ),
+    "redirect": (
+        _gen, lambda a: Reply(status=302, body=b"", headers={"location": f"http://127.0.0.1:1/k/{_key_of(a)}"}),
+        guidance_deepinfra.ProtocolError,
+    ),
+}  # fmt: skip
+
+
+#: Errors that do not quote the server's text at all (nothing to mask).
+NOT_QUOTED = {"malformed chunk"}
+
+
+@pytest.mark.parametrize("case", sorted(ECHOES))
+def test_a_key_echoed_by_the_server_is_redacted_everywhere(debug_logs: pytest.LogCaptureFixture, case: str) -> None:
+    program, build, error = ECHOES[case]
+    with FakeDeepInfra() as fake, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fake.responder = _echoing(fake, build)
+        lm = _model(fake.base_url, max_retries=1, max_attempts=2)
+        with pytest.raises(error) as info:
+            program(lm)
+        assert fake.request_headers[0]["authorization"] == f"Bearer {KEY}"  # the server did get the key
+    texts = [*_exception_texts(info.value), *(str(w.message) for w in caught), *_record_texts(debug_logs.records)]
+    for text in texts:
+        _assert_clean(text, f"the {case} error, a warning or a log record")
+    if case not in NOT_QUOTED:
+        assert "[redacted" in "".join(texts)  # the echo was there, masked (not merely lost)
+
+
+def test_redaction_masks_keys_pieces_and_bearer_values() -> None:
+    from guidance_deepinfra.errors import redact, register_secret
+
+    register_secret(KEY)
+    assert redact(f"Invalid API key provided: {KEY}.") == "Invalid API key provided: [redacted]."
+    assert redact("authorization: Bearer abc.def-123 rest") == "authorization: Bearer [redacted] rest"
+    assert "SECRETKEY" not in redact(f"truncated: {KEY[:20]}...")
+    assert redact("nothing secret here, Bearer") == "nothing secret here, Bearer"
+    register_secret("short")  # too short to be a key: masking it would garble messages
+    assert redact("a short answer") == "a short answer"
+
+
+def test_the_extract_command_never_writes_or_prints_an_echoed_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Per-input failures (errors.jsonl) and a fatal 401 (stderr) from a server echoing the key."""
+    from guidance_deepinfra.cli import main
+
+    monkeypatch.setenv("DEEPINFRA_API_KEY", KEY)
+    (tmp_path / "schema.json").write_text('{"type": "object", "required": ["n"]}', encoding="utf-8")
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_text("".join(json.dumps({"id": f"r{i}", "text": f"doc {i}"}) + "\n" for i in range(6)))
+
+    def per_input(authorization: str) -> Reply:
+        return Reply.error(400, {"error": {"message": f"Invalid API key provided: {_key_of(authorization)}"}})
+
+    argv = ["extract", "--schema", str(tmp_path / "schema.json"), "--input", str(inputs), "--no-progress"]
+    with FakeDeepInfra() as fake:
+        fake.responder = _echoing(fake, per_input)
+        assert main([*argv, "--output", str(tmp_path / "a.jsonl"), "--base-url", fake.base_url]) == 1
+        fake.responder = _echoing(fake, lambda a: Reply.error(401, {"detail": f"Invalid API key: {_key_of(a)}"}))
+        assert main([*argv, "--output", str(tmp_path / "b.jsonl"), "--base-url", fake.base_url]) == 2
+        assert all(h["authorization"] == f"Bearer {KEY}" for h in fake.request_headers)
+    err = capsys.readouterr().err
+    _assert_clean(err, "the command's stderr")
+    assert "Invalid API key" in err and "[redacted]" in err
+    errors = (tmp_path / "a.errors.jsonl").read_text(encoding="utf-8")
+    assert errors.count("InvalidParameterError") == 6 and "[redacted]" in errors
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert len(written) >= 5
+    for path in written:
+        _assert_clean(path.read_text(encoding="utf-8", errors="replace"), str(path))
+
+
+def test_an_echoed_key_in_an_extracted_result_is_not_written(tmp_path: Path) -> None:
+    from guidance_deepinfra import extract
+
+    with FakeDeepInfra() as fake:
+        fake.responder = _echoing(fake, lambda a: Reply.text(json.dumps({"n": 1, "note": f"seen {_key_of(a)}"})))
+        results = extract(
+            ["doc"], {"type": "object"}, api_key=KEY, base_url=fake.base_url, output=tmp_path / "out.jsonl"
+        )
+    assert results[0]["n"] == 1
+    _assert_clean((tmp_path / "out.jsonl").read_text(encoding="utf-8"), "the results file")
