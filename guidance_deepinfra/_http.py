@@ -25,6 +25,8 @@ from openai import Stream
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from pydantic import BaseModel
 
+from ._http_deadline import Deadline, network_stream_of, sending
+from ._http_deadline import install as install_deadlines
 from .errors import (
     APIError,
     ConfigurationError,
@@ -199,9 +201,16 @@ def _httpx_module() -> Any:
     return httpx
 
 
+def _httpcore_module(httpx: Any) -> Any:
+    """The connection library under `httpx` (httpcore2 under httpx2), whose timeout errors it maps."""
+    import importlib
+
+    return importlib.import_module("httpcore2" if httpx.__name__ == "httpx2" else "httpcore")
+
+
 def reusing_http_client(stream_deadline: float | None = None) -> Any:
     """openai's default HTTP client, but one that can keep its connection after a finished stream, and
-    that bounds the total time of one streamed answer.
+    that bounds the total time of every phase of a request.
 
     The SDK stops reading a stream at ``data: [DONE]`` and closes the response; with the chunked
     terminator still unread the connection cannot go back to the pool, so every request would open a new
@@ -209,12 +218,14 @@ def reusing_http_client(stream_deadline: float | None = None) -> Any:
     read to its end (a few bytes) on close. A stream closed before ``[DONE]`` (a client-side stop) is not
     drained: its connection is dropped as before, so no time is spent reading text nobody wants.
 
-    The per-read timeout cannot catch a server that keeps sending bytes (keep-alive comments, say) without
-    ever finishing; `stream_deadline` (seconds from the response headers) can, since every received piece is
-    checked against it. Passing it raises the HTTP library's ``ReadTimeout``, which the transport reports as
-    `RequestTimeoutError`.
+    Per-read timeouts cannot catch a server that keeps sending bytes without ever finishing. Connecting,
+    sending, the response headers and a body that is not an event stream (an error, an HTML page) share one
+    deadline, the request's ``timeout`` (the SDK hands it to every request); an event stream's body has
+    `stream_deadline` seconds from its headers. Both are enforced at the socket (see `_http_deadline`);
+    passing one raises the HTTP library's timeout error, which the transport reports as `RequestTimeoutError`.
     """
     httpx = _httpx_module()
+    core = _httpcore_module(httpx)
 
     class DrainAfterDone(httpx.SyncByteStream):  # type: ignore[misc,name-defined]
         limit = 4096
@@ -227,7 +238,7 @@ def reusing_http_client(stream_deadline: float | None = None) -> Any:
         def __iter__(self) -> Iterator[bytes]:
             for chunk in self._inner:
                 if stream_deadline is not None and time.monotonic() - self._started > stream_deadline:
-                    raise httpx.ReadTimeout(f"the answer did not finish within stream_deadline={stream_deadline} s")
+                    raise httpx.ReadTimeout(_stream_deadline_reason(stream_deadline))
                 self._tail = (self._tail + chunk)[-64:]
                 yield chunk
 
@@ -246,13 +257,26 @@ def reusing_http_client(stream_deadline: float | None = None) -> Any:
 
     class ReusingTransport(httpx.HTTPTransport):  # type: ignore[misc,name-defined]
         def handle_request(self, request: Any) -> Any:
-            response = super().handle_request(request)
+            total = (request.extensions.get("timeout") or {}).get("read")
+            reason = f"the server did not deliver its response within timeout={total:g} s" if total else ""
+            with sending(Deadline.after(total, reason)):
+                response = super().handle_request(request)
             if "text/event-stream" in response.headers.get("content-type", ""):
+                network = network_stream_of(response)
+                if network is not None:
+                    network.deadline = Deadline.after(stream_deadline, _stream_deadline_reason(stream_deadline))
                 response.stream = DrainAfterDone(response.stream)
             return response
 
     limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
-    return openai.DefaultHttpxClient(transport=ReusingTransport(limits=limits), limits=limits)
+    transport = ReusingTransport(limits=limits)
+    if not install_deadlines(transport, core):
+        logger.debug("unknown HTTP library layout: timeouts bound each read, not the total of a request")
+    return openai.DefaultHttpxClient(transport=transport, limits=limits)
+
+
+def _stream_deadline_reason(stream_deadline: float | None) -> str:
+    return f"the answer did not finish within stream_deadline={stream_deadline} s"
 
 
 class Transport:
@@ -286,6 +310,10 @@ class Transport:
             )
         self.stats = CallStats()
         self._lock = threading.Lock()
+        self.timeout = timeout
+        self.stream_deadline = stream_deadline
+        #: Whether the client is ours, whose sockets enforce the total bounds (see `reusing_http_client`).
+        self.bounds_every_phase = "http_client" not in client_kwargs
         if "http_client" not in client_kwargs:
             client_kwargs["http_client"] = reusing_http_client(stream_deadline)
         self._client = openai.OpenAI(
@@ -298,6 +326,9 @@ class Transport:
 
     def __repr__(self) -> str:
         return f"Transport(base_url={self.base_url!r})"
+
+    def _body_start(self, response: Any) -> str:
+        return _body_start(response, self.timeout)
 
     def _count(self, **increments: int) -> None:
         with self._lock:
@@ -316,7 +347,7 @@ class Transport:
         except DeepInfraError as exc:
             raise _detached(exc)  # noqa: B904 - re-raising the same error, minus the SDK's exception behind it
         try:
-            yield _detached_errors(_checked_chunks(stream, model=model))
+            yield _detached_errors(_checked_chunks(stream, model=model, deadline=self.stream_deadline))
         finally:
             stream.close()
 
@@ -334,7 +365,7 @@ class Transport:
                     # A redirect would resend the conversation to another address: requests go to base_url only.
                     options={"follow_redirects": False},
                 )
-                _check_content_type(stream, model=model)
+                _check_content_type(stream, model=model, body=self._body_start)
                 return stream
             except UnicodeEncodeError as exc:
                 # Python strings may hold lone surrogates (from bad decoding); JSON over HTTP cannot.
@@ -348,22 +379,23 @@ class Transport:
             except openai.APIStatusError as exc:
                 if 300 <= exc.status_code < 400:
                     raise _redirect_error(exc.response, model=model) from None
-                error = error_from_status(exc.status_code, _body_start(exc.response), model=model)
+                error = error_from_status(exc.status_code, self._body_start(exc.response), model=model)
                 retry_after = parse_retry_after(exc.response.headers.get("retry-after"))
                 if isinstance(error, RateLimitError):
                     self._count(rate_limited=1)
                 if not isinstance(error, (RateLimitError, ServerError)) or attempt >= self.retry.max_retries:
                     raise error from None
-            except openai.APITimeoutError:
+            except _ANY_TIMEOUT:  # the HTTP library's own escapes the SDK when it times out reading an error body
                 if attempt >= self.retry.max_retries:
                     raise RequestTimeoutError(
                         f"DeepInfra did not answer in time after {attempt + 1} attempts", model=model
                     ) from None
                 error, retry_after = None, None
-            except openai.APIConnectionError as exc:
+            except _TRANSPORT_ERRORS as exc:
                 if attempt >= self.retry.max_retries:
+                    cause = exc.__cause__ if isinstance(exc, openai.APIConnectionError) else exc
                     raise ConnectionFailedError(
-                        f"could not reach {self.base_url} after {attempt + 1} attempts: {type(exc.__cause__).__name__}",
+                        f"could not reach {self.base_url} after {attempt + 1} attempts: {type(cause).__name__}",
                         model=model,
                     ) from None
                 error, retry_after = None, None
@@ -413,24 +445,31 @@ def _redirect_error(response: Any, *, model: str | None) -> ProtocolError:
 BODY_READ_LIMIT = 64 * 1024
 
 
-def _body_start(response: Any) -> str:
-    """The first `BODY_READ_LIMIT` bytes of a body as text (errors and wrong content types only)."""
+def _body_start(response: Any, timeout: float | None = None) -> str:
+    """The first `BODY_READ_LIMIT` bytes of a body as text (errors and wrong content types only).
+
+    Reading stops after `timeout` seconds too, checked as each piece arrives: with an HTTP client of the
+    user's own, whose sockets carry no total deadline, a trickled error page is bounded here.
+    """
     data = bytearray()
+    started = time.monotonic()
     try:
         for piece in response.iter_bytes():
             data.extend(piece)
-            if len(data) >= BODY_READ_LIMIT:
+            if len(data) >= BODY_READ_LIMIT or (timeout is not None and time.monotonic() - started > timeout):
                 break
     except Exception:  # noqa: BLE001 - the body is only used for the message
         pass
     return bytes(data[:BODY_READ_LIMIT]).decode("utf-8", errors="replace")
 
 
-def _check_content_type(stream: Stream[ChatCompletionChunk], *, model: str | None) -> None:
+def _check_content_type(
+    stream: Stream[ChatCompletionChunk], *, model: str | None, body: Callable[[Any], str] = _body_start
+) -> None:
     content_type = stream.response.headers.get("content-type", "")
     if "text/event-stream" in content_type:
         return
-    text = redact(_body_start(stream.response))  # masked before it is shortened below
+    text = redact(body(stream.response))  # masked before it is shortened below
     stream.close()
     shown = parse_error_body(text).message[:200] if text.lstrip().startswith("<") else text.strip()[:200]
     raise ProtocolError(
@@ -440,19 +479,25 @@ def _check_content_type(stream: Stream[ChatCompletionChunk], *, model: str | Non
     )
 
 
-def _checked_chunks(stream: Stream[ChatCompletionChunk], *, model: str | None) -> Iterator[ChatCompletionChunk]:
+def _checked_chunks(
+    stream: Stream[ChatCompletionChunk], *, model: str | None, deadline: float | None = None
+) -> Iterator[ChatCompletionChunk]:
     """Yield chunks, turning SDK and decoding failures mid-stream into typed errors.
 
     Each chunk is checked for the shape the interpreter and guidance's stream handler read, so a garbled
     chunk becomes a `ProtocolError` here instead of an AttributeError deep inside guidance. A stream that
     ends without any choice or without a ``finish_reason`` was cut short (DeepInfra ends every answer with
-    one), so it is refused rather than handed back as a complete answer.
+    one), so it is refused rather than handed back as a complete answer. `deadline` (stream_deadline) is
+    checked as each chunk arrives, which bounds a stream also on an HTTP client of the user's own.
     """
+    started = time.monotonic()
     seen = 0
     saw_choice = False
     saw_finish = False
     try:
         for chunk in stream:
+            if deadline is not None and time.monotonic() - started > deadline:
+                raise RequestTimeoutError(_stream_deadline_reason(deadline), model=model)
             problem = _chunk_problem(chunk)
             if problem is not None:
                 raise ProtocolError(f"malformed stream chunk {seen + 1}: {problem}", model=model)
@@ -469,7 +514,7 @@ def _checked_chunks(stream: Stream[ChatCompletionChunk], *, model: str | None) -
             f"the stream broke off after {seen} chunks: {type(exc.__cause__ or exc).__name__}", model=model
         ) from None
     except openai.APIStatusError as exc:
-        raise error_from_status(exc.status_code, _body_start(exc.response), model=model) from None
+        raise error_from_status(exc.status_code, _body_start(exc.response, deadline), model=model) from None
     except openai.APIError as exc:
         # An {"error": ...} event inside the stream.
         raise _stream_error_event(exc, model=model) from None
@@ -594,3 +639,4 @@ _TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
     openai.APIConnectionError,
     *_httpx_errors("TransportError"),
 )
+_ANY_TIMEOUT: tuple[type[BaseException], ...] = (openai.APITimeoutError, *_TIMEOUT_ERRORS)
