@@ -17,7 +17,7 @@ from typing import Any
 
 from ._http import Transport
 from ._schema_check import prepare
-from .errors import APIError, DeepInfraError
+from .errors import APIError, DeepInfraError, redact_secrets
 
 MAX_TOKENS = 48
 #: ``max_tokens`` of the request meant to provoke the context-length error (no model has such a window).
@@ -55,6 +55,10 @@ class Outcome:
     value: str
     detail: str = ""
     supported: bool | None = None  # None: the answer does not settle it
+
+    def __post_init__(self) -> None:
+        # Both quote the server's replies, which may echo the key; they are printed and written to a file.
+        self.value, self.detail = redact_secrets(self.value), redact_secrets(self.detail)
 
 
 class Prober:

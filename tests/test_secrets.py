@@ -441,3 +441,22 @@ def test_an_echoed_key_in_an_extracted_result_is_not_written(tmp_path: Path) -> 
         )
     assert results[0]["n"] == 1
     _assert_clean((tmp_path / "out.jsonl").read_text(encoding="utf-8"), "the results file")
+
+
+def test_the_probe_file_never_holds_an_echoed_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from guidance_deepinfra.cli import main
+
+    monkeypatch.setenv("DEEPINFRA_API_KEY", KEY)
+    output = tmp_path / "profiles.json"
+    with FakeDeepInfra() as fake:
+        monkeypatch.setenv("DEEPINFRA_BASE_URL", fake.base_url)
+        fake.responder = _echoing(fake, lambda a: Reply.text(f"your key is {_key_of(a)}"))
+        main(["probe", "probe/model", "--output", str(output), "--yes"])
+        assert fake.requests and all(h["authorization"] == f"Bearer {KEY}" for h in fake.request_headers)
+    captured = capsys.readouterr()
+    text = output.read_text(encoding="utf-8")
+    assert "[redacted]" in text  # the echoed replies were kept as evidence, masked
+    for where, content in (("the probe file", text), ("stdout", captured.out), ("stderr", captured.err)):
+        _assert_clean(content, where)
