@@ -41,16 +41,20 @@ _sending = threading.local()
 
 @contextmanager
 def sending(deadline: Deadline | None) -> Iterator[None]:
-    """Let the connection that sends the next request on this thread take `deadline` as its own."""
-    _sending.deadline = deadline
+    """Let the connection that sends the next request on this thread take `deadline` (None: no bound) as its own."""
+    _sending.active, _sending.deadline = True, deadline
     try:
         yield
     finally:
-        _sending.deadline = None
+        _sending.active, _sending.deadline = False, None
 
 
 def _current() -> Deadline | None:
     return getattr(_sending, "deadline", None)
+
+
+def _is_sending() -> bool:
+    return getattr(_sending, "active", False)
 
 
 def _bounded(timeout: float | None, deadline: Deadline | None, error: type[Exception]) -> float | None:
@@ -86,8 +90,8 @@ class DeadlineStream:
             raise
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        if (pending := _current()) is not None:
-            self.deadline = pending
+        if _is_sending():  # a new request on this connection: its bounds replace the last one's, even "none"
+            self.deadline = _current()
         self._inner.write(buffer, timeout=_bounded(timeout, self.deadline, self._core.WriteTimeout))
 
     def close(self) -> None:

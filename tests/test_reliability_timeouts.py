@@ -211,3 +211,17 @@ def test_with_the_users_client_the_stream_deadline_is_checked_per_chunk() -> Non
         error, elapsed = _call(lm, RequestTimeoutError)
     assert "stream_deadline=1.0" in str(error)
     assert elapsed < 3.0, elapsed
+
+
+def test_a_reused_connection_takes_the_bounds_of_its_new_request() -> None:
+    """A connection kept from an earlier answer must not carry that answer's spent deadline."""
+    with FakeDeepInfra() as fake:
+        lm = _model(fake.base_url, timeout=None, stream_deadline=0.5)
+        for _ in range(2):
+            with user():
+                state = lm + "Say hello."
+            with assistant():
+                state += gen("answer", max_tokens=10)
+            assert state["answer"] == "OK"
+            time.sleep(0.7)  # past the first answer's stream_deadline
+        assert fake.connections == 1  # the second request did reuse the connection
