@@ -9,6 +9,7 @@ The SDK's own retries are switched off so that retrying happens here and only he
 from __future__ import annotations
 
 import email.utils
+import importlib
 import logging
 import math
 import random
@@ -203,8 +204,6 @@ def _httpx_module() -> Any:
 
 def _httpcore_module(httpx: Any) -> Any:
     """The connection library under `httpx` (httpcore2 under httpx2), whose timeout errors it maps."""
-    import importlib
-
     return importlib.import_module("httpcore2" if httpx.__name__ == "httpx2" else "httpcore")
 
 
@@ -269,10 +268,32 @@ def reusing_http_client(stream_deadline: float | None = None) -> Any:
             return response
 
     limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
-    transport = ReusingTransport(limits=limits)
-    if not install_deadlines(transport, core):
-        logger.debug("unknown HTTP library layout: timeouts bound each read, not the total of a request")
-    return openai.DefaultHttpxClient(transport=transport, limits=limits)
+
+    def bounded_transport(proxy: str | None = None) -> Any:
+        transport = ReusingTransport(limits=limits, proxy=proxy)
+        if not install_deadlines(transport, core):
+            logger.debug("unknown HTTP library layout: timeouts bound each read, not the total of a request")
+        return transport
+
+    # A client given its own transport ignores proxy variables, so they are mounted here, as the library would.
+    mounts = {pattern: None if url is None else bounded_transport(url) for pattern, url in _proxy_map(httpx).items()}
+    return openai.DefaultHttpxClient(transport=bounded_transport(), mounts=mounts, limits=limits)
+
+
+#: Hosts never reached through a proxy: a loopback base_url is a server on this machine (a local test server).
+_LOOPBACK_PATTERNS = ("all://127.0.0.1", "all://localhost", "all://[::1]")
+
+
+def _proxy_map(httpx: Any) -> dict[str, str | None]:
+    """Proxy URL per URL pattern from the environment (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY)."""
+    try:
+        proxies: dict[str, str | None] = importlib.import_module(f"{httpx.__name__}._utils").get_environment_proxies()
+    except (ImportError, AttributeError):  # another layout of the HTTP library: proxies from its own client
+        logger.debug("cannot read proxy settings through %s", httpx.__name__)
+        return {}
+    if any(url is not None for url in proxies.values()):
+        proxies.update(dict.fromkeys(_LOOPBACK_PATTERNS))
+    return proxies
 
 
 def _stream_deadline_reason(stream_deadline: float | None) -> str:

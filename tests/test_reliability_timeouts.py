@@ -198,7 +198,7 @@ def test_the_stream_deadline_still_bounds_a_slow_stream() -> None:
 def test_with_the_users_client_an_html_page_that_trickles_is_bounded() -> None:
     body = b"<html><body>" + b"maintenance " * 10 + b"</body></html>"
     with TricklingServer(_response("200 OK", "text/html", len(body)), body) as server:
-        lm = _model(server.base_url, max_retries=0, http_client=openai.DefaultHttpxClient())
+        lm = _model(server.base_url, max_retries=0, http_client=openai.DefaultHttpxClient(trust_env=False))
         assert not lm.transport.bounds_every_phase
         _, elapsed = _call(lm, ProtocolError)
     assert elapsed < TIMEOUT + 1.5, elapsed
@@ -207,7 +207,7 @@ def test_with_the_users_client_an_html_page_that_trickles_is_bounded() -> None:
 def test_with_the_users_client_the_stream_deadline_is_checked_per_chunk() -> None:
     with FakeDeepInfra() as fake:
         fake.push(Reply.text("a slow answer " * 4, chunk_size=2, chunk_delay=0.2))
-        lm = _model(fake.base_url, stream_deadline=1.0, http_client=openai.DefaultHttpxClient())
+        lm = _model(fake.base_url, stream_deadline=1.0, http_client=openai.DefaultHttpxClient(trust_env=False))
         error, elapsed = _call(lm, RequestTimeoutError)
     assert "stream_deadline=1.0" in str(error)
     assert elapsed < 3.0, elapsed
@@ -225,3 +225,45 @@ def test_a_reused_connection_takes_the_bounds_of_its_new_request() -> None:
             assert state["answer"] == "OK"
             time.sleep(0.7)  # past the first answer's stream_deadline
         assert fake.connections == 1  # the second request did reuse the connection
+
+
+# --------------------------------------------------------------------------- proxies from the environment
+
+
+@pytest.fixture
+def proxy_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    return monkeypatch
+
+
+def test_a_proxy_set_in_the_environment_is_used(proxy_env: pytest.MonkeyPatch) -> None:
+    with FakeDeepInfra() as proxy:  # answers the proxied request itself, as a caching proxy might
+        proxy_env.setenv("HTTP_PROXY", proxy.base_url.removesuffix("/v1/openai"))
+        lm = _model("http://deepinfra.invalid/v1/openai")  # no such host: only the proxy can answer
+        with user():
+            lm += "Say hello."
+        with assistant():
+            lm += gen("answer", max_tokens=10)
+        assert lm["answer"] == "OK" and len(proxy.requests) == 1
+
+
+def test_a_loopback_base_url_never_goes_through_a_proxy(proxy_env: pytest.MonkeyPatch) -> None:
+    proxy_env.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there
+    with FakeDeepInfra() as fake:
+        lm = _model(fake.base_url, max_retries=0)
+        with user():
+            lm += "Say hello."
+        with assistant():
+            lm += gen("answer", max_tokens=10)
+        assert lm["answer"] == "OK" and len(fake.requests) == 1
+
+
+def test_a_trickling_server_behind_a_proxy_is_still_bounded(proxy_env: pytest.MonkeyPatch) -> None:
+    body = b'{"detail": "' + b"busy " * 30 + b'"}'
+    with TricklingServer(_response("500 Internal Server Error", "application/json", len(body)), body) as server:
+        proxy_env.setenv("HTTP_PROXY", server.base_url.removesuffix("/v1/openai"))
+        _, elapsed = _call(_model("http://deepinfra.invalid/v1/openai"), RequestTimeoutError)
+    assert server.requests == 2
+    assert elapsed < 2 * TIMEOUT + 2.5, elapsed
