@@ -28,18 +28,22 @@ _TOKEN_RUN = re.compile(rf"[A-Za-z0-9_\-.~+/=]{{{_PIECE},}}")
 _secrets_lock = threading.Lock()
 _secrets: tuple[str, ...] = ()
 _pieces: frozenset[str] = frozenset()
+#: Every `_PIECE`-long run of a key holds one of its aligned blocks of half that length: a cheap first test.
+_blocks: tuple[str, ...] = ()
 
 
 def register_secret(secret: str) -> None:
     """Remember a credential of this process (the API key), so that `redact` masks it wherever it appears."""
-    global _secrets, _pieces
+    global _secrets, _pieces, _blocks
     if not isinstance(secret, str) or len(secret) < MIN_SECRET_LENGTH:
         return
     with _secrets_lock:
         if secret in _secrets:
             return
-        _secrets = (*_secrets, secret)
+        half = _PIECE // 2
         _pieces = _pieces | {secret[i : i + _PIECE] for i in range(max(0, len(secret) - _PIECE + 1))}
+        _blocks = (*_blocks, *(secret[i : i + half] for i in range(0, len(secret) - half + 1, half)))
+        _secrets = (*_secrets, secret)
 
 
 def redact(text: str) -> str:
@@ -51,12 +55,7 @@ def redact(text: str) -> str:
     if not isinstance(text, str) or not text:
         return text
     text = _BEARER.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
-    secrets, pieces = _secrets, _pieces
-    for secret in secrets:
-        text = text.replace(secret, REDACTED)
-    if pieces:
-        text = _TOKEN_RUN.sub(lambda m: REDACTED if _holds_piece(m.group(0), pieces) else m.group(0), text)
-    return text
+    return _mask_keys(text)
 
 
 def redact_secrets(value: Any) -> Any:
@@ -66,16 +65,22 @@ def redact_secrets(value: Any) -> Any:
     document may well talk about HTTP headers; only this process's own keys are never written.
     """
     if isinstance(value, str):
-        if not _secrets:
-            return value
-        for secret in _secrets:
-            value = value.replace(secret, REDACTED)
-        return _TOKEN_RUN.sub(lambda m: REDACTED if _holds_piece(m.group(0), _pieces) else m.group(0), value)
+        return _mask_keys(value)
     if isinstance(value, dict):
         return {redact_secrets(k): redact_secrets(v) for k, v in value.items()}
     if isinstance(value, list):
         return [redact_secrets(v) for v in value]
     return value
+
+
+def _mask_keys(text: str) -> str:
+    """`text` with every registered key, and every token holding a `_PIECE`-long run of one, masked."""
+    secrets, pieces, blocks = _secrets, _pieces, _blocks
+    if not any(block in text for block in blocks):
+        return text  # no piece of any key can be in it (the common case, decided in C)
+    for secret in secrets:
+        text = text.replace(secret, REDACTED)
+    return _TOKEN_RUN.sub(lambda m: REDACTED if _holds_piece(m.group(0), pieces) else m.group(0), text)
 
 
 def _holds_piece(run: str, pieces: frozenset[str]) -> bool:
