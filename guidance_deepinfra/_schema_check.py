@@ -12,9 +12,10 @@ Checks made before any request (each raises `InvalidProgramError`):
   draft 4 (real-world schemas often use draft-4 forms without saying so);
 - every ``$ref`` resolves inside the document: references to other files or URLs are never fetched.
 
-``format`` is asserted for the formats jsonschema can check without extra packages (date, email,
-idn-email, idn-hostname, ipv4, ipv6, regex, uuid); other formats are annotations, as the JSON Schema
-specification allows.
+``format`` is asserted with jsonschema's own checkers (its ``format-nongpl`` extra is a dependency), for
+every format jsonschema knows whatever the schema's draft: a local run's llguidance enforces date-time, date,
+time, duration, email, hostname, ipv4, ipv6 and uuid while generating, so an answer breaking one of them must
+never become a capture here either. Formats nobody can check are annotations, as the specification allows.
 """
 
 from __future__ import annotations
@@ -40,6 +41,28 @@ _FALLBACK_DRAFTS: tuple[type[Any], ...] = (
     jsonschema.Draft7Validator,
     jsonschema.Draft4Validator,
 )
+
+
+def _format_checker() -> jsonschema.FormatChecker:
+    """Every format jsonschema checks in drafts 4 to 2020-12, each with its newest meaning.
+
+    Not only the schema's own draft's: llguidance enforces e.g. ``duration`` in a draft-7 schema too.
+    Draft 3 is left out: its ``time`` and ``color`` mean something else than later drafts (or nothing).
+    """
+    checker = jsonschema.FormatChecker(formats=())
+    for cls in (
+        jsonschema.Draft202012Validator,
+        jsonschema.Draft201909Validator,
+        jsonschema.Draft7Validator,
+        jsonschema.Draft6Validator,
+        jsonschema.Draft4Validator,
+    ):
+        for name, entry in cls.FORMAT_CHECKER.checkers.items():
+            checker.checkers.setdefault(name, entry)
+    return checker
+
+
+FORMAT_CHECKER = _format_checker()
 
 #: Schema used for ``json()`` without a schema: an object, as guidance's own json() and DeepInfra's
 #: ``json_object`` mode both produce.
@@ -122,7 +145,7 @@ def _prepare(schema: dict[str, Any] | None, *, default_name: str) -> PreparedSch
         any_object = dict(ANY_OBJECT)
         return PreparedSchema(any_object, jsonschema.Draft202012Validator(any_object), "json_object", False)
     validator_cls = _pick_draft(schema)
-    validator = validator_cls(schema, format_checker=validator_cls.FORMAT_CHECKER)
+    validator = validator_cls(schema, format_checker=FORMAT_CHECKER)
     _check_refs(schema, validator)
     return PreparedSchema(schema, validator, schema_name(schema, default_name), True)
 
