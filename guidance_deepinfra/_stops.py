@@ -71,7 +71,16 @@ class StopSpec:
 
 
 def stop_spec_for(stop: LiteralNode | RegexNode | None, suffix: LiteralNode | None) -> StopSpec | None:
-    """Lower a RuleNode's stop/suffix into a `StopSpec`; None when nothing ends the gen early."""
+    """Lower a RuleNode's stop/suffix into a `StopSpec`; None when nothing ends the gen early.
+
+    A gen with both a stop and a suffix is refused, as llguidance refuses it when a local model compiles the
+    program ("multiple stop/suffix conditions"): which one ends the gen and what is written would be a guess.
+    """
+    if suffix is not None and stop is not None:
+        raise InvalidProgramError(
+            f"gen() cannot have both a stop and a suffix (stop {_describe_stop(stop)}, suffix {suffix.value!r}); "
+            "guidance refuses this program on a local model too: keep one and write the other as text"
+        )
     if suffix is not None and suffix.value:
         return StopSpec(literals=[suffix.value], emit_suffix=suffix.value)
     if stop is None:
@@ -90,6 +99,12 @@ def stop_spec_for(stop: LiteralNode | RegexNode | None, suffix: LiteralNode | No
     except re.error as exc:
         raise InvalidProgramError(f"invalid stop_regex {stop.regex!r}: {exc}") from None
     return StopSpec(regex=stop.regex)
+
+
+def _describe_stop(stop: LiteralNode | RegexNode) -> str:
+    if isinstance(stop, RegexNode):
+        return f"regex {stop.regex!r}"
+    return repr(stop.value)
 
 
 #: Global inline flags such as ``(?i)``: Python accepts them only at the very start of a pattern.

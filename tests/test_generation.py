@@ -130,6 +130,29 @@ def test_suffix_is_written_after_the_capture(fake, make_model) -> None:
     assert fake.last["messages"][-1] == {"role": "assistant", "content": "City: "}
 
 
+@pytest.mark.parametrize(
+    "stop_kwargs", [{"stop": "\n"}, {"stop": ["\n", ";"]}, {"stop_regex": r"\d"}], ids=["literal", "list", "regex"]
+)
+def test_stop_with_suffix_is_refused_before_any_request_as_locally(fake, make_model, stop_kwargs) -> None:
+    with pytest.raises(ValueError, match="multiple stop/suffix"):  # guidance's local engine refuses the program
+        local("a]\n", gen("g", suffix="]", **stop_kwargs))
+    lm = _chat(make_model())
+    with pytest.raises(InvalidProgramError, match="both a stop and a suffix"):
+        with assistant():
+            lm += "List: [" + gen("g", suffix="]", **stop_kwargs)
+    assert fake.requests == []
+
+
+def test_suffix_with_save_stop_text_saves_the_suffix_as_locally(fake, make_model) -> None:
+    fake.push(Reply.text("abc]def", chunk_size=2))
+    lm = _chat(make_model())
+    with assistant():
+        lm += "x" + gen("g", suffix="]", save_stop_text="s")
+    ref = local("xabc]def", "x" + gen("g", suffix="]", save_stop_text="s"))
+    assert (lm["g"], lm["s"]) == (ref["g"], ref["s"]) == ("abc", "]")
+    assert str(lm).endswith("xabc]")
+
+
 def test_list_append_collects_values(fake, make_model) -> None:
     fake.push(Reply.text("one"), Reply.text("two"))
     lm = _chat(make_model())
