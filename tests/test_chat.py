@@ -20,8 +20,10 @@ def test_missing_key_names_both_variables() -> None:
     assert "DEEPINFRA_API_KEY" in str(info.value) and "DEEPINFRA_TOKEN" in str(info.value)
 
 
-def test_prefilled_assistant_text_is_continued(fake, make_model) -> None:
-    fake.push(Reply.text("Paris. It is large."))
+@pytest.mark.parametrize("server_stops", [True, False], ids=["server-stops", "server-overruns"])
+def test_prefilled_assistant_text_is_continued(fake, make_model, server_stops) -> None:
+    # With server_stops=False the fake server overruns the stop, so only the client's scanning can cut.
+    fake.push(Reply.text("Paris. It is large.", honour_stop=server_stops))
     lm = make_model()
     with system():
         lm += "Be brief."

@@ -68,6 +68,12 @@ def test_unknown_request_default_is_refused_at_construction(make_model, fake) ->
     assert fake.requests == []
 
 
+#: The fake server cuts at the request's ``stop`` as DeepInfra does (True), or overruns it as a model that
+#: ignores its stop strings (False): then only the client's own scanning can stop the text.
+SERVER_STOPS = pytest.mark.parametrize("server_stops", [True, False], ids=["server-stops", "server-overruns"])
+
+
+@SERVER_STOPS
 @pytest.mark.parametrize(
     "reply,stop,expected",
     [
@@ -76,8 +82,8 @@ def test_unknown_request_default_is_refused_at_construction(make_model, fake) ->
         ("no stop here", "###", "no stop here"),
     ],
 )
-def test_literal_stop_matches_local_semantics(fake, make_model, reply, stop, expected) -> None:
-    fake.push(Reply.text(reply, chunk_size=3))
+def test_literal_stop_matches_local_semantics(fake, make_model, reply, stop, expected, server_stops) -> None:
+    fake.push(Reply.text(reply, chunk_size=3, honour_stop=server_stops))
     lm = _chat(make_model())
     with assistant():
         lm += gen("g", stop=stop)
@@ -87,9 +93,10 @@ def test_literal_stop_matches_local_semantics(fake, make_model, reply, stop, exp
     assert fake.last["stop"] == [stop]
 
 
-def test_more_than_four_stops_four_go_to_server_all_checked_locally(fake, make_model) -> None:
+@SERVER_STOPS
+def test_more_than_four_stops_four_go_to_server_all_checked_locally(fake, make_model, server_stops) -> None:
     stops = ["A", "B", "C", "D", "!"]
-    fake.push(Reply.text("hello! world A", chunk_size=2))
+    fake.push(Reply.text("hello! world A", chunk_size=2, honour_stop=server_stops))
     lm = _chat(make_model())
     with assistant():
         lm += gen("g", stop=stops)
@@ -153,13 +160,15 @@ def test_suffix_with_save_stop_text_saves_the_suffix_as_locally(fake, make_model
     assert str(lm).endswith("xabc]")
 
 
-def test_list_append_collects_values(fake, make_model) -> None:
-    fake.push(Reply.text("one"), Reply.text("two"))
+@SERVER_STOPS
+def test_list_append_collects_values(fake, make_model, server_stops) -> None:
+    fake.push(Reply.text("one\nmore", honour_stop=server_stops), Reply.text("two\n", honour_stop=server_stops))
     lm = _chat(make_model())
     with assistant():
         lm += gen("items", list_append=True, stop="\n") + "\n"
         lm += gen("items", list_append=True, stop="\n")
     assert lm["items"] == ["one", "two"]
+    assert str(lm).endswith("one\ntwo")
 
 
 def test_generation_outside_assistant_is_a_clear_error(fake, make_model) -> None:

@@ -72,11 +72,14 @@ class Reply:
         chunk_delay: float = 0.0,
         model: str = "fake-model",
         cut: bool = False,
+        honour_stop: bool = True,
     ) -> Reply:
         """A streamed assistant answer split into pieces, DeepInfra style.
 
         Like DeepInfra, the server applies the request's ``stop`` strings: the text ends before the first
-        one and ``finish_reason`` becomes ``stop``.
+        one and ``finish_reason`` becomes ``stop``. With ``honour_stop=False`` the whole text is sent whatever
+        the request's ``stop`` says, as a model (or server) that overruns its stop strings would: only the
+        client's own stop scanning can then end the text where the program asks.
         """
         options: dict[str, Any] = dict(
             finish_reason=finish_reason,
@@ -94,7 +97,7 @@ class Reply:
         )
 
         def build(body: dict[str, Any]) -> Reply:
-            stops = body.get("stop") or []
+            stops = (body.get("stop") or []) if honour_stop else []
             if isinstance(stops, str):
                 stops = [stops]
             hits = [text.find(s) for s in stops if s and s in text]
