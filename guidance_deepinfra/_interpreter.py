@@ -90,11 +90,14 @@ class DeepInfraBaseInterpreter(BaseOpenAIInterpreter):
         logprobs: bool = True,
         top_logprobs: int | None = 5,
         max_attempts: int = 3,
+        own_profile: ModelProfile | None = None,
     ) -> None:
         super().__init__(model=model, client=cast(Any, transport))
         self.state: DeepInfraState = DeepInfraState()
         self.transport = transport
         self.profiles = profiles
+        #: The profile passed to this model object, if any: it belongs to this object alone.
+        self.own_profile = own_profile
         self.request_defaults = _request.check_defaults(request_defaults)
         self.logprobs = logprobs
         self.top_k = top_logprobs
@@ -116,7 +119,7 @@ class DeepInfraBaseInterpreter(BaseOpenAIInterpreter):
 
     @property
     def profile(self) -> ModelProfile:
-        return self.profiles.get(self.model)
+        return self.profiles.get(self.model, self.transport.base_url, self.own_profile)
 
     # ----------------------------------------------------------------- messages and requests
 
@@ -181,7 +184,9 @@ class DeepInfraBaseInterpreter(BaseOpenAIInterpreter):
                 fmt = (body.get("response_format") or {}).get("type")
                 field_name = profile_field_for(exc.feature or "", fmt)
                 if field_name is not None:
-                    self.profiles.learn_unsupported(self.model, field_name, exc.message)
+                    self.profiles.learn_unsupported(
+                        self.model, field_name, exc.message, self.transport.base_url, self.own_profile
+                    )
                 if field_name == "logprobs" and "logprobs" in body:
                     body = {k: v for k, v in body.items() if k not in ("logprobs", "top_logprobs")}
                     continue

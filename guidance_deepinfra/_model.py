@@ -74,7 +74,8 @@ class DeepInfra(Model):
         Ask for token log probabilities (guidance's token view uses them); dropped automatically for a model
         that refuses them.
     profile:
-        Declare the model's capabilities (see `ModelProfile`) instead of learning them from refusals.
+        Declare this model object's capabilities (see `ModelProfile`) instead of learning them from
+        refusals. It belongs to this object alone; `declare_profile` declares one for the whole process.
     max_attempts:
         Default bound on attempts for client-checked constraints (JSON validation, regex, grammars).
     client_kwargs:
@@ -117,9 +118,9 @@ class DeepInfra(Model):
             retry=policy,
             **client_kwargs,
         )
+        if profile is not None and not isinstance(profile, ModelProfile):
+            raise ConfigurationError(f"profile must be a ModelProfile, got {type(profile).__name__}")
         registry = profiles or PROFILES
-        if profile is not None:
-            registry.declare(model, profile)
         interpreter_cls = type("DeepInfraInterpreter", (DeepInfraImageMixin, _interpreter_class()), {})
         interpreter = interpreter_cls(
             model,
@@ -129,6 +130,7 @@ class DeepInfra(Model):
             logprobs=logprobs,
             top_logprobs=top_logprobs,
             max_attempts=max_attempts,
+            own_profile=profile,
         )
         super().__init__(
             interpreter=interpreter,

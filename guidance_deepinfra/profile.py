@@ -58,38 +58,57 @@ class ModelProfile:
 
 
 class ProfileRegistry:
-    """Profiles by model name, shared by every `DeepInfra` model object in the process.
+    """What is known of each model's capabilities, shared by every `DeepInfra` model object in the process.
 
-    User declarations always win over what was learned; what was learned lasts for the process's life.
+    Two kinds of knowledge, kept apart because they have different owners:
+
+    - declared, by model name, for the whole process (`declare_profile`): an explicit user statement;
+    - learned from DeepInfra's refusals, by (base_url, model): one endpoint refusing a feature says nothing
+      of another endpoint serving a model of the same name.
+
+    A profile passed to one model object (``DeepInfra(name, profile=...)``) is that object's own and is not
+    stored here; it is handed to `get` by the object. Declarations, the object's or the process's, always win
+    over what was learned; what was learned lasts for the process's life.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._declared: dict[str, ModelProfile] = {}
-        self._learned: dict[str, ModelProfile] = {}
-        self._warned: set[tuple[str, str]] = set()
+        self._learned: dict[tuple[str, str], ModelProfile] = {}
+        self._warned: set[tuple[str, str, str]] = set()
 
-    def get(self, model: str) -> ModelProfile:
-        """The profile in force for `model`: declared, else learned, else the documented defaults."""
+    def get(self, model: str, base_url: str = "", own: ModelProfile | None = None) -> ModelProfile:
+        """The profile in force: the object's `own`, else declared, else learned for (base_url, model), else
+        the documented defaults."""
+        if own is not None:
+            return own
         with self._lock:
             if model in self._declared:
                 return self._declared[model]
-            return self._learned.get(model, ModelProfile())
+            return self._learned.get((base_url, model), ModelProfile())
 
     def declare(self, model: str, profile: ModelProfile) -> None:
-        """Fix a model's capabilities; nothing is learned for it afterwards."""
+        """Fix a model's capabilities for the whole process; nothing is learned for it afterwards."""
         with self._lock:
             self._declared[model] = profile
 
-    def learn_unsupported(self, model: str, feature: str, message: str) -> ModelProfile:
-        """Record that `model` refused `feature`; warn once per (model, feature)."""
+    def learn_unsupported(
+        self, model: str, feature: str, message: str, base_url: str = "", own: ModelProfile | None = None
+    ) -> ModelProfile:
+        """Record that `model` at `base_url` refused `feature`; warn once per (base_url, model, feature).
+
+        Nothing is stored for a model whose profile was declared (its object's `own` or process-wide): the
+        declaration stands and the caller decides whether it can fall back for this one request.
+        """
+        key = (base_url, model)
         with self._lock:
-            current = self._declared.get(model) or self._learned.get(model, ModelProfile())
+            declared = own if own is not None else self._declared.get(model)
+            current = declared or self._learned.get(key, ModelProfile())
             updated = current.without(feature)
-            if model not in self._declared:
-                self._learned[model] = updated
-            first = (model, feature) not in self._warned
-            self._warned.add((model, feature))
+            if declared is None:
+                self._learned[key] = updated
+            first = (base_url, model, feature) not in self._warned
+            self._warned.add((base_url, model, feature))
         if first:
             warnings.warn(
                 f"DeepInfra model {model!r} does not support {feature} ({message}); "
@@ -100,15 +119,15 @@ class ProfileRegistry:
             )
         return updated
 
-    def forget(self, model: str | None = None) -> None:
-        """Drop learned (not declared) answers, for one model or all."""
+    def forget(self, model: str | None = None, base_url: str | None = None) -> None:
+        """Drop learned (not declared) answers: all, or those of one model and/or one base URL."""
+
+        def matches(found_url: str, found_model: str) -> bool:
+            return (model is None or found_model == model) and (base_url is None or found_url == base_url)
+
         with self._lock:
-            if model is None:
-                self._learned.clear()
-                self._warned.clear()
-            else:
-                self._learned.pop(model, None)
-                self._warned = {w for w in self._warned if w[0] != model}
+            self._learned = {k: v for k, v in self._learned.items() if not matches(*k)}
+            self._warned = {w for w in self._warned if not matches(w[0], w[1])}
 
 
 class UnsupportedFeatureWarning(UserWarning):

@@ -81,7 +81,7 @@ def test_learned_refusal_skips_the_regex_format_next_time(fake, make_model) -> N
         Reply.unsupported("regex response format", "test/model"), Reply.text("555-1234"), Reply.text('"555-9876"')
     )
     lm = model(make_model)
-    lm._interpreter.profiles._learned["test/model"] = ModelProfile(regex_format=True)
+    lm._interpreter.profiles._learned[(lm.transport.base_url, "test/model")] = ModelProfile(regex_format=True)
     with pytest.warns(UnsupportedFeatureWarning, match="regex_format"), assistant():
         lm += gen("a", regex=PHONE)
     with user():
