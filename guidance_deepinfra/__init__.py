@@ -34,6 +34,7 @@ from .errors import (
     RateLimitError,
     RequestTimeoutError,
     ServerError,
+    ToolArgumentsError,
     UnsupportedFeatureError,
 )
 from .extract import extract as extract  # one json() program per input, concurrent and resumable
@@ -70,6 +71,7 @@ __all__ = [
     "RequestTimeoutError",
     "RetryPolicy",
     "ServerError",
+    "ToolArgumentsError",
     "UnsupportedFeatureError",
     "UnsupportedFeatureWarning",
     "declare_profile",

@@ -228,6 +228,13 @@ class ConstraintError(DeepInfraError):
         return "\n".join(lines)
 
 
+class ToolArgumentsError(ConstraintError):
+    """The model's tool calls kept breaking the tools' JSON schemas within the bounds; no tool ran with them.
+
+    Each attempt's text lists the calls (name and arguments) and its errors say what was wrong with each.
+    """
+
+
 @dataclass(frozen=True)
 class ErrorBody:
     """DeepInfra's error body reduced to what we use. DeepInfra sends three shapes; see `parse_error_body`."""

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import base64
 import io
+import json
+from typing import Literal
 
 import pytest
 from guidance import assistant, gen, image, user
 
-from guidance_deepinfra import ModelProfile, UnsupportedFeatureError
+from guidance_deepinfra import ConstraintError, ModelProfile, ToolArgumentsError, UnsupportedFeatureError, limits
 from guidance_deepinfra.testing import Reply
 
 
@@ -73,6 +75,102 @@ def test_declared_profile_without_tools_sends_nothing(fake, make_model) -> None:
         with assistant():
             lm += gen(tools=[get_weather])
     assert fake.requests == []
+
+
+CALLS: list[dict] = []
+
+
+def set_unit(city: str, unit: Literal["celsius", "fahrenheit"]) -> str:
+    """Choose the temperature unit for a city."""
+    CALLS.append({"city": city, "unit": unit})
+    return f"{city}: {unit}"
+
+
+@pytest.fixture(autouse=True)
+def _no_calls_yet() -> None:
+    CALLS.clear()
+
+
+def _ask_unit(make_model, **kwargs):
+    lm = make_model(**kwargs)
+    with user():
+        lm += "Use kelvin for Oslo."
+    return lm
+
+
+def test_invalid_tool_arguments_are_fed_back_and_never_reach_the_callable(fake, make_model) -> None:
+    fake.push(
+        Reply.tool_call("set_unit", {"city": "Oslo", "unit": "kelvin"}, call_id="call_bad"),
+        Reply.tool_call("set_unit", {"city": "Oslo", "unit": "celsius"}, call_id="call_good"),
+        Reply.text("Done."),
+    )
+    lm = _ask_unit(make_model)
+    with assistant():
+        lm += gen(tools=[set_unit])
+    assert CALLS == [{"city": "Oslo", "unit": "celsius"}]  # the callable ran once, with valid arguments
+    retry = fake.requests[1]["messages"]
+    assert retry[-2]["tool_calls"][0]["function"] == {
+        "name": "set_unit",
+        "arguments": '{"city": "Oslo", "unit": "kelvin"}',
+    }
+    assert retry[-1]["role"] == "tool" and retry[-1]["tool_call_id"] == "call_bad"
+    assert "'kelvin' is not one of ['celsius', 'fahrenheit']" in retry[-1]["content"]
+    assert "Oslo: celsius" in str(lm) and '"unit": "kelvin"' not in str(lm)
+    # The rejected call is not part of the program's history: the next turn sees only the valid one.
+    with assistant():
+        lm += gen("answer", max_tokens=10)
+    history = fake.last["messages"]
+    assert [m.get("tool_call_id") for m in history if m["role"] == "tool"] == ["call_good"]
+    assert lm.usage.constraints["tool_arguments"].round_trips == 2
+
+
+def test_missing_arguments_end_in_a_typed_error_after_the_bounded_attempts(fake, make_model) -> None:
+    fake.push(*[Reply.tool_call("set_unit", {"city": "Oslo"}) for _ in range(3)])
+    lm = _ask_unit(make_model)
+    with pytest.raises(ToolArgumentsError) as info:
+        with assistant():
+            lm += gen(tools=[set_unit])
+    assert isinstance(info.value, ConstraintError)
+    assert len(fake.requests) == 3 == len(info.value.attempts)  # max_attempts=3, the model's default
+    assert "'unit' is a required property" in str(info.value)
+    assert CALLS == []
+
+
+@pytest.mark.parametrize(
+    "name,arguments,reason",
+    [
+        ("set_unit", '{"city": "Oslo", "unit": ', "not valid JSON"),
+        ("set_unit", '["Oslo", "celsius"]', "must be a JSON object"),
+        ("get_unit", '{"city": "Oslo"}', "there is no tool named 'get_unit'"),
+        ("set_unit", '{"city": "Oslo", "unit": "celsius", "extra": 1}', "Additional properties"),
+    ],
+)
+def test_unusable_calls_are_refused_within_limits(fake, make_model, name, arguments, reason) -> None:
+    fake.push(*[Reply.tool_call(name, arguments) for _ in range(2)])
+    lm = _ask_unit(make_model)
+    with pytest.raises(ToolArgumentsError, match="tool call arguments") as info:
+        with limits(max_attempts=2), assistant():
+            lm += gen(tools=[set_unit])
+    assert len(fake.requests) == 2
+    assert reason in fake.requests[1]["messages"][-1]["content"]
+    assert all(reason in " ".join(a.errors) for a in info.value.attempts)
+    assert CALLS == []
+
+
+def test_a_tool_that_cannot_bind_its_arguments_gives_its_error_as_result(fake, make_model) -> None:
+    # A schema given by hand that the callable does not match: guidance hands the error back as the result.
+    from guidance._tools import Tool
+
+    def lookup(city: str) -> str:
+        return city
+
+    tool = Tool.from_callable(lookup, parameters={"type": "object", "properties": {"town": {"type": "string"}}})
+    fake.push(Reply.tool_call("lookup", {"town": "Oslo"}))
+    lm = _ask_unit(make_model)
+    with assistant():
+        lm += gen(tools=[tool])
+    results = [m for m in lm._interpreter.state.messages if getattr(m, "role", None) == "tool"]
+    assert "unexpected keyword argument 'town'" in json.loads(results[-1].content)
 
 
 def _png() -> bytes:

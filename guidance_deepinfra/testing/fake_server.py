@@ -180,16 +180,16 @@ class Reply:
 
     @classmethod
     def tool_call(
-        cls, name: str, arguments: dict[str, Any], *, call_id: str = "call_0", prompt_tokens: int = 30
+        cls, name: str, arguments: dict[str, Any] | str, *, call_id: str = "call_0", prompt_tokens: int = 30
     ) -> Reply:
-        """A streamed tool call with its arguments split over two deltas."""
+        """A streamed tool call with its arguments split over two deltas (a string is sent as it is)."""
         base = {
             "id": "chatcmpl-fake",
             "object": "chat.completion.chunk",
             "created": 1764000000,
             "model": "fake-model",
         }
-        args = json.dumps(arguments)
+        args = arguments if isinstance(arguments, str) else json.dumps(arguments)
         half = len(args) // 2
         events = [
             {
