@@ -1,17 +1,25 @@
 """Client-side stop handling for `gen(stop=..., stop_regex=..., suffix=..., save_stop_text=...)`.
 
 DeepInfra's `stop` field takes at most 4 plain strings and does not say which one matched, so the plugin
-sends literal stops to the server where that is enough and always scans the stream itself too. The scan
-reproduces guidance's local semantics: generation ends at the earliest position where a stop (or the suffix)
-has been completed; the capture is the text before it; the stop text is what matched (empty when the
-model ended for another reason); a suffix is written out after the capture when it was reached.
+sends literal stops to the server where that cannot change the outcome and always scans the stream itself
+too. The scan reproduces guidance's local semantics: generation ends at the earliest position where a stop
+(or the suffix) has been completed; of the stops ending there, the shortest is the stop text; the capture is
+the text before it; the stop text is empty when the model ended for another reason; a suffix is written out
+after the capture when it was reached.
+
+A ``stop_regex`` is read by llguidance, the regex engine a local model's stop runs on, so its dialect is
+guidance's (``\\p{Lu}``, ``[[:digit:]]``, ``(?i)``, ...). Each streamed character is fed once to a compiled
+matcher of ``(?s:.*)(?:stop)``, which accepts exactly when the text so far ends with a stop: the scan is
+linear in the reply.
 """
 
 from __future__ import annotations
 
-import re
+import threading
 from dataclasses import dataclass, field
+from functools import lru_cache
 
+import llguidance
 from guidance._ast import LiteralNode, RegexNode
 
 from .errors import InvalidProgramError
@@ -63,11 +71,31 @@ class StopSpec:
 
     @property
     def api_stops(self) -> list[str]:
-        """The stop strings DeepInfra can apply on the server (never more than its documented 4)."""
+        """The stop strings DeepInfra can apply on the server (never more than its documented 4).
+
+        None when the server's cut could differ from a local model's: a server cuts at the first stop it
+        finds (in its own order, once per token), a local model at the earliest end, so two stops whose
+        occurrences can overlap (``"ab"`` and ``"b"``, ``"ab"`` and ``"bc"``) may be cut too early there, and
+        the text cut away can never be seen again. One stop, or stops that cannot overlap, are safe: the
+        client's scan still decides, over all of them.
+        """
         if self.regex is not None or self.emit_suffix is not None:
             # A suffix must be seen to be emitted; the server would strip it and not say whether it matched.
             return []
+        if not _cannot_overlap(self.literals):
+            return []
         return self.literals[:API_STOP_LIMIT]
+
+
+def _cannot_overlap(literals: list[str]) -> bool:
+    """True when no occurrence of one stop can share a character with an occurrence of another."""
+    for a in literals:
+        for b in literals:
+            if a == b:
+                continue
+            if a in b or any(a.endswith(b[:k]) for k in range(1, min(len(a), len(b)))):
+                return False
+    return True
 
 
 def stop_spec_for(stop: LiteralNode | RegexNode | None, suffix: LiteralNode | None) -> StopSpec | None:
@@ -94,10 +122,7 @@ def stop_spec_for(stop: LiteralNode | RegexNode | None, suffix: LiteralNode | No
     literals = literal_alternatives(stop.regex)
     if literals is not None:
         return StopSpec(literals=literals)
-    try:
-        stop_pattern(stop.regex)
-    except re.error as exc:
-        raise InvalidProgramError(f"invalid stop_regex {stop.regex!r}: {exc}") from None
+    compiled_stop_regex(stop.regex)  # an invalid regex fails here, before any request
     return StopSpec(regex=stop.regex)
 
 
@@ -107,18 +132,170 @@ def _describe_stop(stop: LiteralNode | RegexNode) -> str:
     return repr(stop.value)
 
 
-#: Global inline flags such as ``(?i)``: Python accepts them only at the very start of a pattern.
-_LEADING_FLAGS = re.compile(r"(?:\(\?[aiLmsux]+\))+")
+# --------------------------------------------------------------------------- stop_regex with llguidance
 
 
-def stop_pattern(regex: str) -> re.Pattern[str]:
-    """`regex` as the scanner uses it: a match that ends where the text scanned so far ends.
+@lru_cache(maxsize=1)
+def _byte_tokenizer() -> llguidance.LLTokenizer:
+    """guidance's byte-level tokenizer (one token per byte), the one its local engine runs on."""
+    from guidance.models._byte_tokenizer import ByteTokenizer
 
-    Leading global flags stay in front of the wrapping group, where Python requires them.
+    return ByteTokenizer()._ll_tokenizer
+
+
+def _matcher(regex: str, what: str) -> llguidance.LLMatcher:
+    tokenizer = _byte_tokenizer()
+    try:
+        grammar = llguidance.LLMatcher.grammar_from_regex(regex)
+        is_error, messages = llguidance.LLMatcher.validate_grammar_with_warnings(grammar, tokenizer)
+    except Exception as exc:  # noqa: BLE001 - llguidance raises several types for regexes it cannot read
+        is_error, messages = True, [str(exc)]
+    if is_error:
+        raise InvalidProgramError(f"invalid stop_regex {what!r}: {(messages or ['refused'])[0].strip()}")
+    matcher = llguidance.LLMatcher(tokenizer, grammar, log_level=0)
+    if matcher.is_error():
+        raise InvalidProgramError(f"invalid stop_regex {what!r}: {matcher.get_error()}")
+    return matcher
+
+
+@dataclass(frozen=True)
+class CompiledStopRegex:
+    """Template matchers for one stop regex; scanners deep-copy them (microseconds), never recompile.
+
+    ``search`` accepts exactly the texts that end with a match; ``anchored`` accepts the matches themselves
+    and tells whether a text can still become one.
     """
-    flags = _LEADING_FLAGS.match(regex)
-    head = flags.group(0) if flags else ""
-    return re.compile(f"{head}(?:{regex[len(head) :]})\\Z", re.DOTALL)
+
+    regex: str
+    search: llguidance.LLMatcher
+    anchored: llguidance.LLMatcher
+    lock: threading.Lock = field(default_factory=threading.Lock, compare=False)
+
+    def copy(self, which: str) -> llguidance.LLMatcher:
+        with self.lock:  # a template is shared by threads; copying is the only thing done to it
+            return (self.search if which == "search" else self.anchored).deep_copy()
+
+
+@lru_cache(maxsize=256)
+def compiled_stop_regex(regex: str) -> CompiledStopRegex:
+    """The compiled matchers for `regex`, in llguidance's dialect; `InvalidProgramError` if it is invalid."""
+    anchored = _matcher(regex, regex)
+    search = _matcher(f"(?s:.*)(?:{regex})", regex)
+    return CompiledStopRegex(regex, search, anchored)
+
+
+def _feed(matcher: llguidance.LLMatcher, data: bytes) -> bool:
+    """Feed `data`; False (and the matcher left unusable) when the matcher refuses a byte."""
+    return bool(matcher.try_consume_tokens(list(data)) == len(data))
+
+
+def _feed_char(matcher: llguidance.LLMatcher, char: str) -> bool:
+    """Feed one character's UTF-8 bytes (an ASCII character is one token: the common case, kept cheap)."""
+    code = ord(char)
+    if code < 0x80:
+        return bool(matcher.try_consume_tokens([code]) == 1)
+    return _feed(matcher, char.encode())
+
+
+class _RegexStops:
+    """Earliest stop of one regex in text fed character by character, each character once.
+
+    Also tracks where the leftmost text that may still begin a stop starts (`hold_from`): text before it can
+    be shown, text from it on is held back until decided. Finding the next such start after one dies costs a
+    re-scan; that work is bounded by a multiple of the text length, past which everything from the last known
+    start is held (never wrong, only later shown).
+    """
+
+    _RESCAN_FACTOR = 2
+    _RESCAN_SLACK = 4096
+
+    def __init__(self, regex: str) -> None:
+        self.compiled = compiled_stop_regex(regex)
+        self._search = self.compiled.copy("search")
+        self._candidate: llguidance.LLMatcher | None = None
+        self._starts_a_stop: dict[str, bool] = {}
+        self._rescan_work = 0
+        self._gave_up = False
+        self.hold_from = 0
+        self.immediate = self._search.is_accepting()  # the regex matches the empty text
+
+    def feed(self, buffer: str, start: int) -> int | None:
+        """`buffer[start:]` is new; return the end (character index) of the earliest stop, if one ended."""
+        search = self._search
+        for index in range(start, len(buffer)):
+            char = buffer[index]
+            if not _feed_char(search, char):  # cannot happen for valid text; treat as the end of matching
+                return None
+            if not self._gave_up:
+                self._track_hold(buffer, index, char)
+            if search.is_accepting():
+                return index + 1
+        return None
+
+    def _track_hold(self, buffer: str, index: int, char: str) -> None:
+        if self._candidate is not None:
+            if not _feed_char(self._candidate, char):
+                self._candidate = self._next_candidate(buffer, self.hold_from + 1, index + 1)
+        elif self._can_start(char):
+            self._candidate = self.compiled.copy("anchored")
+            _feed_char(self._candidate, char)
+            self.hold_from = index
+        else:
+            self.hold_from = index + 1
+
+    def _can_start(self, char: str) -> bool:
+        known = self._starts_a_stop.get(char)
+        if known is None:
+            known = _feed(self.compiled.copy("anchored"), char.encode())
+            self._starts_a_stop[char] = known
+        return known
+
+    def _next_candidate(self, buffer: str, first: int, end: int) -> llguidance.LLMatcher | None:
+        """The anchored matcher of the leftmost start in [first, end) whose text is still viable."""
+        for start in range(first, end):
+            if not self._can_start(buffer[start]):
+                continue
+            data = buffer[start:end].encode()
+            self._rescan_work += len(data)
+            if self._rescan_work > self._RESCAN_FACTOR * end + self._RESCAN_SLACK:
+                self._gave_up = True  # hold from the last known start from now on
+                return None
+            matcher = self.compiled.copy("anchored")
+            if _feed(matcher, data):
+                self.hold_from = start
+                return matcher
+        self.hold_from = end
+        return None
+
+    def shortest_start(self, buffer: str, end: int) -> int:
+        """Start of the shortest match ending at `end`: the local model's stop text starts there.
+
+        "Some match of the text `buffer[w:end]` ends at its end" holds for w = 0 and, once false, stays false
+        for larger w; its last true w is found by galloping then halving, so the cost is about the stop
+        text's length times its logarithm, not the reply's.
+        """
+
+        def ends_with_match(w: int) -> bool:
+            matcher = self.compiled.copy("search")
+            return _feed(matcher, buffer[w:end].encode()) and bool(matcher.is_accepting())
+
+        if ends_with_match(end):
+            return end
+        good, bad, step = 0, end, 1
+        while step <= end:
+            w = end - step
+            if ends_with_match(w):
+                good = w
+                break
+            bad = w
+            step *= 2
+        while bad - good > 1:
+            middle = (good + bad) // 2
+            if ends_with_match(middle):
+                good = middle
+            else:
+                bad = middle
+        return good
 
 
 class StopScanner:
@@ -135,7 +312,7 @@ class StopScanner:
         self._checked_end = 0
         self.done = False
         self.stop_text = ""
-        self._pattern = stop_pattern(spec.regex) if spec.regex else None
+        self._regex = _RegexStops(spec.regex) if spec.regex else None
 
     def feed(self, text: str) -> str:
         if self.done:
@@ -159,6 +336,10 @@ class StopScanner:
         """The stream ended: release what was held back (no stop was completed)."""
         if self.done:
             return ""
+        if self._regex is not None and self._regex.immediate:
+            self.done = True  # a regex matching the empty text stops before anything, as it does locally
+            self._buffer = ""
+            return ""
         out = self._buffer[self._emitted :]
         self._emitted = len(self._buffer)
         return out
@@ -174,23 +355,24 @@ class StopScanner:
             # Only a stop ending in the new text can be new; search from where it could start.
             start_from = max(0, self._checked_end - len(lit) + 1)
             idx = self._buffer.find(lit, start_from)
-            if idx >= 0 and (best is None or idx + len(lit) < best[1]):
-                best = (idx, idx + len(lit))
-        if self._pattern is not None:
-            limit = best[1] if best is not None else len(self._buffer)
-            for end in range(self._checked_end + 1, limit + 1):
-                m = self._pattern.search(self._buffer, 0, end)
-                if m is not None and m.end() > m.start():
-                    if best is None or end < best[1]:
-                        best = (m.start(), end)
-                    break
+            if idx < 0:
+                continue
+            candidate = (idx, idx + len(lit))
+            # The earliest end wins; at the same end, the shortest stop (as a local model's lexer decides).
+            if best is None or candidate[1] < best[1] or (candidate[1] == best[1] and candidate[0] > best[0]):
+                best = candidate
+        if self._regex is not None:
+            if self._regex.immediate:
+                return (0, 0)
+            end = self._regex.feed(self._buffer, self._checked_end)
+            if end is not None and (best is None or end < best[1]):
+                best = (self._regex.shortest_start(self._buffer, end), end)
         self._checked_end = len(self._buffer)
         return best
 
     def _holdback(self) -> int:
-        if self._pattern is not None:
-            # A regex match may start anywhere; keep it all until a stop or the end.
-            return len(self._buffer) - self._emitted
+        if self._regex is not None:
+            return len(self._buffer) - max(self._regex.hold_from, self._emitted)
         hold = 0
         for lit in self.spec.literals:
             for k in range(min(len(lit) - 1, len(self._buffer)), 0, -1):
