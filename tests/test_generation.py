@@ -150,6 +150,25 @@ def test_stop_with_suffix_is_refused_before_any_request_as_locally(fake, make_mo
     assert fake.requests == []
 
 
+@pytest.mark.parametrize(
+    "program",
+    [
+        lambda: gen("a", stop="\n", suffix="]") + gen("b", regex=r"\d"),  # joined with a grammar part
+        lambda: "x" + gen("a", stop="\n", suffix="]") + "y",  # joined with text
+        lambda: gen("a", regex=r"\d+", stop="x", suffix="]"),  # a regex gen
+    ],
+    ids=["with-regex-gen", "with-text", "regex-gen"],
+)
+def test_stop_with_suffix_is_refused_wherever_it_appears(fake, make_model, program) -> None:
+    with pytest.raises(ValueError, match="multiple stop/suffix"):
+        local("1]\n2", program())
+    lm = _chat(make_model())
+    with pytest.raises(InvalidProgramError, match="stop"):
+        with assistant():
+            lm += program()
+    assert fake.requests == []
+
+
 def test_suffix_with_save_stop_text_saves_the_suffix_as_locally(fake, make_model) -> None:
     fake.push(Reply.text("abc]def", chunk_size=2))
     lm = _chat(make_model())

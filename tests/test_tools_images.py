@@ -136,6 +136,25 @@ def test_missing_arguments_end_in_a_typed_error_after_the_bounded_attempts(fake,
     assert CALLS == []
 
 
+def test_tool_argument_retries_stop_at_the_token_budget(fake, make_model) -> None:
+    fake.push(*[Reply.tool_call("set_unit", {"city": "Oslo", "unit": "kelvin"}, prompt_tokens=30) for _ in range(3)])
+    lm = _ask_unit(make_model)
+    with pytest.raises(ToolArgumentsError) as info:
+        with limits(max_attempts=3, token_budget=50), assistant():
+            lm += gen(tools=[set_unit])
+    assert len(fake.requests) == len(info.value.attempts) == 2  # 42 tokens a turn: the budget is spent at 2
+    assert CALLS == []
+
+
+def test_a_turn_without_tool_calls_is_written_as_text(fake, make_model) -> None:
+    fake.push(Reply.text("Which unit do you prefer?"))
+    lm = _ask_unit(make_model)
+    with assistant():
+        lm += gen(tools=[set_unit])
+    assert "Which unit do you prefer?" in str(lm)
+    assert CALLS == [] and len(fake.requests) == 1
+
+
 @pytest.mark.parametrize(
     "name,arguments,reason",
     [
