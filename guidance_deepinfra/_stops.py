@@ -3,9 +3,10 @@
 DeepInfra's `stop` field takes at most 4 plain strings and does not say which one matched, so the plugin
 sends literal stops to the server where that cannot change the outcome and always scans the stream itself
 too. The scan reproduces guidance's local semantics: generation ends at the earliest position where a stop
-(or the suffix) has been completed; of the stops ending there, the shortest is the stop text; the capture is
-the text before it; the stop text is empty when the model ended for another reason; a suffix is written out
-after the capture when it was reached.
+(or the suffix) has been completed; the stop text is what a local model's lexer hides there (for one stop, or
+stops that cannot overlap, the stop that ended; otherwise llguidance decides, see `_RegexStops.stop_start`);
+the capture is the text before it; the stop text is empty when the model ended for another reason; a suffix
+is written out after the capture when it was reached.
 
 A ``stop_regex`` is read by llguidance, the regex engine a local model's stop runs on, so its dialect is
 guidance's (``\\p{Lu}``, ``[[:digit:]]``, ``(?i)``, ...). Each streamed character is fed once to a compiled
@@ -15,9 +16,11 @@ linear in the reply.
 
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 import llguidance
 from guidance._ast import LiteralNode, RegexNode
@@ -120,8 +123,10 @@ def stop_spec_for(stop: LiteralNode | RegexNode | None, suffix: LiteralNode | No
     if stop.regex is None:
         return None
     literals = literal_alternatives(stop.regex)
-    if literals is not None:
+    if literals is not None and _cannot_overlap(literals):
         return StopSpec(literals=literals)
+    # Stops whose occurrences can overlap (["a11", "1"]) leave which text is the stop to llguidance's lexer,
+    # as a local model does, so they take the regex path.
     compiled_stop_regex(stop.regex)  # an invalid regex fails here, before any request
     return StopSpec(regex=stop.regex)
 
@@ -170,10 +175,21 @@ class CompiledStopRegex:
     search: llguidance.LLMatcher
     anchored: llguidance.LLMatcher
     lock: threading.Lock = field(default_factory=threading.Lock, compare=False)
+    lexer: list[llguidance.LLInterpreter] = field(default_factory=list, compare=False)
 
     def copy(self, which: str) -> llguidance.LLMatcher:
         with self.lock:  # a template is shared by threads; copying is the only thing done to it
             return (self.search if which == "search" else self.anchored).deep_copy()
+
+    def gen_interpreter(self) -> llguidance.LLInterpreter:
+        """A fresh llguidance interpreter of ``gen(stop_regex=regex)``: the grammar a local model runs."""
+        with self.lock:
+            if not self.lexer:
+                from guidance._grammar import gen as grammar_gen
+
+                grammar = grammar_gen(stop_regex=self.regex, name="body", stop_capture="stop").ll_grammar()
+                self.lexer.append(llguidance.LLInterpreter(_byte_tokenizer(), grammar, True, True, log_level=0))
+            return self.lexer[0].deep_copy()
 
 
 @lru_cache(maxsize=256)
@@ -267,8 +283,43 @@ class _RegexStops:
         self.hold_from = end
         return None
 
+    def stop_start(self, buffer: str, end: int) -> int:
+        """Where the stop text of the stop ending at `end` starts, as a local model's lexer decides it.
+
+        Which text llguidance hides as the stop depends on every way the stop could still be matching at
+        `end` (with stops ``a11|1`` and text ``a1``, it hides ``a1``), and each of those started at or after
+        the leftmost text that may still begin a stop. So llguidance's own interpreter of the gen is run on
+        the reply from there to `end`: usually a few characters; its cost is bounded by that window.
+        """
+        window_start = self._leftmost_viable(buffer, end)
+        split = _lexer_split(self.compiled.gen_interpreter(), buffer[window_start:end])
+        if split is None:  # llguidance did not end the gen exactly there: keep the shortest stop instead
+            return self.shortest_start(buffer, end)
+        return end - len(split)
+
+    def _leftmost_viable(self, buffer: str, end: int) -> int:
+        """The leftmost start whose text up to `end` may still be (or is) a stop."""
+        if not self._gave_up:
+            return min(self.hold_from, end)
+        for start in range(self.hold_from, end):
+            if self._can_start(buffer[start]) and self._viable(buffer, start, end):
+                return start
+        return end
+
+    def _viable(self, buffer: str, start: int, end: int) -> bool:
+        """Whether `buffer[start:end]` may still be (or is) a stop, fed in growing blocks until refused, so
+        a candidate costs about as much as it survives, not the whole rest of the reply."""
+        matcher = self.compiled.copy("anchored")
+        position, block = start, 16
+        while position < end:
+            if not _feed(matcher, buffer[position : position + block].encode()):
+                return False
+            position += block
+            block *= 2
+        return True
+
     def shortest_start(self, buffer: str, end: int) -> int:
-        """Start of the shortest match ending at `end`: the local model's stop text starts there.
+        """Start of the shortest match ending at `end`.
 
         "Some match of the text `buffer[w:end]` ends at its end" holds for w = 0 and, once false, stays false
         for larger w; its last true w is found by galloping then halving, so the cost is about the stop
@@ -296,6 +347,31 @@ class _RegexStops:
             else:
                 bad = middle
         return good
+
+
+def _lexer_split(interpreter: llguidance.LLInterpreter, window: str) -> str | None:
+    """The stop text llguidance's interpreter of the gen captures on `window`, or None if it does not stop
+    exactly at the window's end."""
+    found: dict[str, str] = {}
+
+    def step() -> tuple[Any, bool]:
+        mask, raw = interpreter.compute_mask()
+        response = json.loads(raw)
+        for item in response["progress"]:
+            if item.get("object") == "capture":
+                found[item["name"]] = bytes.fromhex(item["hex"]).decode("utf-8", errors="replace")
+        return mask, bool(response["stop"])
+
+    interpreter.process_prompt([])
+    mask, stopped = step()
+    for byte in window.encode():
+        if stopped or mask is None or not mask[byte]:
+            return None
+        interpreter.commit_token(byte)
+        mask, stopped = step()
+    if not stopped or "stop" not in found or found.get("body", "") + found["stop"] != window:
+        return None
+    return found["stop"]
 
 
 class StopScanner:
@@ -366,7 +442,7 @@ class StopScanner:
                 return (0, 0)
             end = self._regex.feed(self._buffer, self._checked_end)
             if end is not None and (best is None or end < best[1]):
-                best = (self._regex.shortest_start(self._buffer, end), end)
+                best = (self._regex.stop_start(self._buffer, end), end)
         self._checked_end = len(self._buffer)
         return best
 

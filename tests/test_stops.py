@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from guidance_deepinfra import InvalidProgramError
-from guidance_deepinfra._stops import StopScanner, StopSpec, _RegexStops
+from guidance_deepinfra._stops import StopScanner, StopSpec, _RegexStops, stop_spec_for
 from guidance_deepinfra.testing import Reply
 
 
@@ -55,7 +55,7 @@ def test_stop_regex_stops_as_a_local_model(fake, make_model, reply, regex) -> No
 
 
 @pytest.mark.parametrize("server_stops", [True, False], ids=["server-stops", "server-overruns"])
-def test_overlapping_literal_stops_end_at_the_shortest_stop_as_locally(fake, make_model, server_stops) -> None:
+def test_overlapping_literal_stops_end_as_locally(fake, make_model, server_stops) -> None:
     fake.push(Reply.text("xab and more", chunk_size=2, honour_stop=server_stops))
     lm = make_model()
     with user():
@@ -65,6 +65,15 @@ def test_overlapping_literal_stops_end_at_the_shortest_stop_as_locally(fake, mak
     assert lm["g"] == local("xab and more", stop=["ab", "b"])[0] == "xa"
     # A server cutting at the first stop it finds would cut at "ab", losing the "a": such stops stay local.
     assert "stop" not in fake.last
+
+
+@pytest.mark.parametrize("kwargs", [{"stop": ["a11", "1"]}, {"stop_regex": "a11|1"}], ids=["literals", "regex"])
+def test_a_stop_still_matching_from_further_back_is_hidden_too_as_locally(fake, make_model, kwargs) -> None:
+    # Found by the property test below: at "a1" the stop "1" is complete while "a11" is still matching from
+    # "a"; llguidance's lexer (a local model's) hides both, so the capture is "" and the stop text "a1".
+    assert local("a111", **kwargs) == ("", "a1")
+    captured, stop_text, _ = run(fake, make_model, "a111", chunk_size=1, **kwargs)
+    assert (captured, stop_text) == ("", "a1")
 
 
 def test_stops_that_cannot_overlap_still_go_to_the_server() -> None:
@@ -108,8 +117,20 @@ def test_each_character_is_fed_once_and_rescans_are_bounded() -> None:
     assert stops._rescan_work <= _RegexStops._RESCAN_FACTOR * len(text) + _RegexStops._RESCAN_SLACK
 
 
+@pytest.mark.parametrize("text,regex", [("aacaab!", r"a+b"), ("aa111", r"a11|1"), ("ab ab abc abX", r"[ab ]*X")])
+def test_stop_text_is_right_after_the_scanner_stops_looking_for_starts(monkeypatch, text, regex) -> None:
+    # With no budget for re-reading, the scanner holds everything from the first possible start on; the stop
+    # text must come out the same.
+    monkeypatch.setattr(_RegexStops, "_RESCAN_FACTOR", 0)
+    monkeypatch.setattr(_RegexStops, "_RESCAN_SLACK", 0)
+    scanner = StopScanner(StopSpec(regex=regex))
+    shown = "".join(scanner.feed(char) for char in text)
+    assert scanner.done and scanner._regex is not None and scanner._regex._gave_up
+    assert (shown, scanner.stop_text) == local(text, stop_regex=regex)
+
+
 _ALPHABET = "ab1 X"
-_REGEXES = [r"a+b", r"\d", r"b|ab", r"a.b", r"[[:upper:]]", r"(?i)x", r"a{2}|1 ", r"\s\p{L}"]
+_REGEXES = [r"a+b", r"\d", r"b|ab", r"a.b", r"[[:upper:]]", r"(?i)x", r"a{2}|1 ", r"\s\p{L}", r"a11|1", r"a.*1"]
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -130,3 +151,27 @@ def test_scanner_matches_the_local_engine(body: str, regex: str, pieces: list[in
     shown += scanner.finish()
     assert scanner.done
     assert (shown, scanner.stop_text) == expected
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    body=st.text(_ALPHABET, max_size=12),
+    stops=st.lists(st.text("ab1", min_size=1, max_size=3), min_size=1, max_size=4, unique=True),
+    pieces=st.lists(st.integers(1, 5), min_size=1, max_size=6),
+)
+def test_literal_stops_match_the_local_engine(body: str, stops: list[str], pieces: list[int]) -> None:
+    text = body + "".join(stops)  # every stop occurs, so the local run stops
+    expected = local(text, stop=stops)
+    node = gen("g", stop=stops)
+    spec = stop_spec_for(node.stop, node.suffix)  # as the plugin lowers it
+    assert spec is not None
+    scanner = StopScanner(spec)
+    shown, position, turn = "", 0, 0
+    while position < len(text) and not scanner.done:
+        size = pieces[turn % len(pieces)]
+        shown += scanner.feed(text[position : position + size])
+        position, turn = position + size, turn + 1
+    assert scanner.done
+    assert (shown, scanner.stop_text) == expected
+    if spec.api_stops:  # a server cutting at the first occurrence of any stop it was sent cuts where we do
+        assert min(text.find(s) for s in spec.api_stops) == len(shown)
