@@ -310,6 +310,11 @@ class DeepInfraBaseInterpreter(BaseOpenAIInterpreter):
         self._check_can_generate()
         spec = stop_spec_for(node.stop, node.suffix)
         scanner = StopScanner(spec) if spec is not None else None
+        if scanner is not None and scanner.stops_before_anything:
+            # As locally: the gen ends before its first token; no request, and no stop text is saved.
+            if node.capture:
+                yield self.state.apply_capture(node.capture, "", log_prob=None, is_append=node.list_append)
+            return
         api_stops = spec.api_stops if spec is not None and not node.stop_capture else []
         body = self.build_body(
             sampling_params=kwargs.get("sampling_params"),

@@ -421,6 +421,11 @@ class StopScanner:
         return out
 
     @property
+    def stops_before_anything(self) -> bool:
+        """The stop regex matches the empty text: the gen ends at once, with nothing generated."""
+        return self._regex is not None and self._regex.immediate
+
+    @property
     def text(self) -> str:
         """Everything before the stop (or everything, if none was found)."""
         return self._buffer

@@ -82,6 +82,17 @@ def test_stops_that_cannot_overlap_still_go_to_the_server() -> None:
     assert StopSpec(literals=["aa"]).api_stops == ["aa"]
 
 
+def test_a_stop_regex_matching_the_empty_text_ends_the_gen_before_any_request(fake, make_model) -> None:
+    assert local("ab12", stop_regex=r"\d*") == ("", None)
+    lm = make_model()
+    with user():
+        lm += "Go."
+    with assistant():
+        lm += "x" + gen("g", stop_regex=r"\d*", save_stop_text="s")
+    assert lm["g"] == "" and "s" not in lm._interpreter.state.captures
+    assert fake.requests == []
+
+
 @pytest.mark.parametrize("regex", [r"(unclosed", r"a{2,1}", r"\p{NoSuchClass}"])
 def test_invalid_stop_regex_is_refused_before_any_request(fake, make_model, regex) -> None:
     lm = make_model()
