@@ -37,6 +37,7 @@ from .errors import (
     ToolArgumentsError,
     UnsupportedFeatureError,
 )
+from .extract import aextract as aextract  # the same, awaited in asyncio programs
 from .extract import extract as extract  # one json() program per input, concurrent and resumable
 from .limits import Limits, limits
 from .profile import PROFILES, ModelProfile, UnsupportedFeatureWarning, declare_profile
@@ -74,6 +75,8 @@ __all__ = [
     "ToolArgumentsError",
     "UnsupportedFeatureError",
     "UnsupportedFeatureWarning",
+    "aextract",
     "declare_profile",
+    "extract",
     "limits",
 ]

@@ -1,18 +1,22 @@
-"""Runs one task per input on worker threads under an `AdaptiveLimiter`, writing each record as it finishes.
+"""Runs one task per input on asyncio under an `AdaptiveLimiter`, writing each record as it finishes.
 
-The task (`extract`'s guidance program) reports one of three outcomes per input: `Done`, `Failed` (an
-error record, the batch goes on) or `Retry` (a transient failure such as a 429 that outlived the
-transport's own retries: the input goes back in the queue, never lost, up to `max_requeues` times). An
-exception out of the task is fatal to the batch (a wrong key, an unknown model): the records already written
-stay, and the error is raised once the workers have stopped.
+The task (the extraction of one input) reports one of three outcomes: `Done`, `Failed` (an error record, the
+batch goes on) or `Retry` (a transient failure such as a 429 that outlived the transport's own retries: the
+input is run again, never lost, up to `max_requeues` times, ahead of fresh inputs). An exception out of the
+task is fatal to the batch (a wrong key, an unknown model): no new request starts, the requests in flight
+finish and their records are written, then the error is raised.
+
+Inputs are read from their iterator only as slots free up, so a huge input file is never held in memory.
+Records are written by `_GroupWriter`: the records finished while one write is on disk go together in the
+next write, with one fsync for all of them, and an input counts as done only once its record is durable.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
-from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,12 +53,38 @@ class Retry:
 
 
 Outcome = Done | Failed | Retry
-Task = Callable[[Item], Outcome]
+
+
+class Slot:
+    """The request slot one input holds while its request is in flight.
+
+    A task reports each 429 its requests meet with `congested`, and waits out a backoff with `wait`, which
+    gives the slot back for the wait (nothing is in flight meanwhile) and takes one again, ahead of fresh
+    inputs.
+    """
+
+    def __init__(self, limiter: AdaptiveLimiter, ticket: float) -> None:
+        self.limiter = limiter
+        self.ticket = ticket
+        self.held = True
+
+    def congested(self) -> None:
+        self.limiter.congested(self.ticket)
+
+    async def wait(self, seconds: float, sleep: Callable[[float], Awaitable[None]] | None = None) -> None:
+        self.limiter.release(self.ticket, succeeded=False)
+        self.held = False
+        await (sleep or asyncio.sleep)(seconds)
+        self.ticket = await self.limiter.acquire(urgent=True)
+        self.held = True
+
+
+Task = Callable[[Item, Slot], Awaitable[Outcome]]
 
 
 @dataclass
 class Counts:
-    """Progress of a batch, updated by the workers (read it under `lock`)."""
+    """Progress of a batch (read it under `lock`: a thread may draw a progress bar from it)."""
 
     total: int = 0
     done: int = 0
@@ -66,80 +96,43 @@ class Counts:
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
-@dataclass
-class _Entry:
-    index: int
-    item: Item
-    runs: int = 0
-
-
-class _WorkQueue:
-    """Fresh inputs (bounded: a huge input file is read as the work goes) and requeued ones (served first)."""
-
-    def __init__(self, capacity: int, abort: threading.Event) -> None:
-        self._fresh: deque[_Entry] = deque()
-        self._again: deque[_Entry] = deque()
-        self._capacity = capacity
-        self._cond = threading.Condition()
-        self._closed = False
-        self._outstanding = 0
-        self._abort = abort
-
-    def put(self, entry: _Entry) -> bool:
-        with self._cond:
-            while len(self._fresh) >= self._capacity and not self._abort.is_set():
-                self._cond.wait(0.25)
-            if self._abort.is_set():
-                return False
-            self._fresh.append(entry)
-            self._outstanding += 1
-            self._cond.notify_all()
-            return True
-
-    def put_again(self, entry: _Entry) -> None:
-        with self._cond:
-            self._again.append(entry)
-            self._cond.notify_all()
-
-    def finish(self) -> None:
-        with self._cond:
-            self._outstanding -= 1
-            self._cond.notify_all()
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-
-    def wake(self) -> None:
-        with self._cond:
-            self._cond.notify_all()
-
-    def get(self) -> _Entry | None:
-        """The next entry, or None when everything is finished or the batch is aborted."""
-        with self._cond:
-            while True:
-                if self._abort.is_set():
-                    return None
-                if self._again:
-                    entry = self._again.popleft()
-                    break
-                if self._fresh:
-                    entry = self._fresh.popleft()
-                    break
-                if self._closed and self._outstanding == 0:
-                    return None
-                self._cond.wait(0.25)
-            self._cond.notify_all()
-            return entry
-
-
 Record = tuple[int, Item, Outcome, int]
 """(input position, item, final outcome, runs) handed to `on_record` once per input."""
 
 
+class _GroupWriter:
+    """Appends records to a `RecordLog` from a worker thread, many records per write and fsync."""
+
+    def __init__(self, log: RecordLog) -> None:
+        self.log = log
+        self._pending: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
+        self._writing: asyncio.Task[None] | None = None
+
+    async def append(self, record: dict[str, Any]) -> None:
+        """Return once `record` is on disk (or raise what the write raised)."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((record, done))
+        if self._writing is None or self._writing.done():
+            self._writing = asyncio.ensure_future(self._drain())
+        await done
+
+    async def _drain(self) -> None:
+        while self._pending:
+            group, self._pending = self._pending, []
+            try:
+                await asyncio.to_thread(self.log.append_many, [record for record, _ in group])
+            except BaseException as exc:  # noqa: BLE001 - handed to every writer of the group
+                for _, done in group:
+                    if not done.done():
+                        done.set_exception(exc)
+            else:
+                for _, done in group:
+                    if not done.done():
+                        done.set_result(None)
+
+
 class Batch:
-    """One batch run: feed items, let workers run tasks, write records, then `join`."""
+    """One batch run: `await batch.run(items, skip)` runs every item and writes its record."""
 
     def __init__(
         self,
@@ -156,102 +149,116 @@ class Batch:
     ) -> None:
         self.task = task
         self.limiter = limiter
-        self.results = results
-        self.errors = errors
+        self.results = _GroupWriter(results) if results is not None else None
+        self.errors = _GroupWriter(errors) if errors is not None else None
         self.on_record = on_record
         self.max_requeues = max_requeues
         self.backoff = backoff or (lambda attempt: RetryPolicy().delay(attempt, None))
         self.counts = counts or Counts()
         self.on_progress = on_progress
-        self.abort = threading.Event()
         self.fatal: BaseException | None = None
-        self._queue = _WorkQueue(capacity=2 * limiter.ceiling + 16, abort=self.abort)
-        self._threads = [
-            threading.Thread(target=self._work, name=f"extract-{i}", daemon=True) for i in range(limiter.ceiling)
-        ]
+        self.stopped = False
+        self._running: set[asyncio.Task[None]] = set()
+        self._stop_event: asyncio.Event | None = None
 
-    def run(self, items: Iterable[tuple[int, Item]], skip: Callable[[int, Item], bool]) -> None:
+    async def run(self, items: Iterable[tuple[int, Item]], skip: Callable[[int, Item], bool]) -> None:
         """Process `items` (position, item); `skip` says which are already finished (it records them)."""
-        for thread in self._threads:
-            thread.start()
+        self._stop_event = asyncio.Event()
         try:
             for index, item in items:
-                if self.abort.is_set():
+                if self.stopped:
                     break
                 if item.problem is not None:
-                    self._record(index, item, Failed("InvalidInput", item.problem), runs=0)
+                    await self._record(index, item, Failed("InvalidInput", item.problem), runs=0)
                 elif skip(index, item):
                     with self.counts.lock:
                         self.counts.resumed += 1
                     self._progress()
-                elif not self._queue.put(_Entry(index, item)):
-                    break
-            self._queue.close()
-            while any(t.is_alive() for t in self._threads):
-                for thread in self._threads:
-                    thread.join(0.2)
+                else:
+                    ticket = await self.limiter.acquire()
+                    if self.stopped:
+                        self.limiter.release(ticket, succeeded=False)
+                        break
+                    running = asyncio.ensure_future(self._handle(index, item, Slot(self.limiter, ticket)))
+                    self._running.add(running)
+                    running.add_done_callback(self._running.discard)
+            while self._running:
+                await asyncio.wait(set(self._running))
         except BaseException:
             self.stop()
+            for running in list(self._running):
+                running.cancel()
+            if self._running:
+                await asyncio.wait(set(self._running))
             raise
         if self.fatal is not None:
             raise self.fatal
 
     def stop(self) -> None:
-        """Stop handing out work; requests in flight finish and their records are written."""
-        self.abort.set()
-        self._queue.wake()
+        """Start no new request; requests in flight finish and their records are written."""
+        self.stopped = True
+        if self._stop_event is not None:
+            self._stop_event.set()
         self.limiter.wake()
 
-    def _work(self) -> None:
+    async def _handle(self, index: int, item: Item, slot: Slot) -> None:
+        runs = 0
         try:
-            while (entry := self._queue.get()) is not None:
-                self._handle(entry)
-        except BaseException as exc:  # noqa: BLE001 - fatal to the batch (a bug, a full disk), re-raised by `run`
-            self._fail(exc)
-
-    def _fail(self, exc: BaseException) -> None:
-        if self.fatal is None:
-            self.fatal = exc
-        self.stop()
-
-    def _handle(self, entry: _Entry) -> None:
-        if not self.limiter.acquire(self.abort):
-            return
-        entry.runs += 1
-        outcome: Outcome | None = None
-        try:
-            outcome = self.task(entry.item)
-        finally:
-            self.limiter.release(succeeded=isinstance(outcome, Done))
-        if isinstance(outcome, Retry):
-            with self.counts.lock:
-                self.counts.estimated_cost += outcome.cost
-            if entry.runs <= self.max_requeues:
-                self._requeue(entry, outcome)
+            while True:
+                runs += 1
+                outcome: Outcome | None = None
+                try:
+                    outcome = await self.task(item, slot)
+                finally:
+                    if slot.held:
+                        slot.held = False
+                        self.limiter.release(slot.ticket, succeeded=isinstance(outcome, Done))
+                if isinstance(outcome, Retry):
+                    with self.counts.lock:
+                        self.counts.estimated_cost += outcome.cost
+                    if runs <= self.max_requeues:
+                        if not await self._requeue(runs, outcome):
+                            return  # the batch stopped meanwhile: the input is left for a rerun
+                        slot = Slot(self.limiter, await self.limiter.acquire(urgent=True))
+                        if self.stopped:
+                            slot.held = False
+                            self.limiter.release(slot.ticket, succeeded=False)
+                            return
+                        continue
+                    outcome = Failed(outcome.error_type, f"{outcome.message} (gave up after {runs} tries)", 0.0)
+                await self._record(index, item, outcome, runs)
                 return
-            outcome = Failed(outcome.error_type, f"{outcome.message} (gave up after {entry.runs} tries)", 0.0)
-        self._record(entry.index, entry.item, outcome, entry.runs)
-        self._queue.finish()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - fatal to the batch (a bug, a full disk), re-raised by `run`
+            if self.fatal is None:
+                self.fatal = exc
+            self.stop()
 
-    def _requeue(self, entry: _Entry, outcome: Retry) -> None:
-        delay = self.backoff(entry.runs - 1)
+    async def _requeue(self, runs: int, outcome: Retry) -> bool:
+        """Wait before running an input again; False if the batch stopped meanwhile."""
+        delay = self.backoff(runs - 1)
         with self.counts.lock:
             self.counts.requeued += 1
+        self._progress()
         if outcome.rate_limited:
-            # The transport already waited (honouring Retry-After) and still got 429s: hold all new requests.
+            # The transport waited (honouring Retry-After) and still got 429s: hold all new requests.
             self.limiter.congested(pause=delay)
         else:
-            self.abort.wait(delay)
-        self._queue.put_again(entry)
-        self._progress()
+            assert self._stop_event is not None
+            try:
+                await asyncio.wait_for(self._stop_event.wait(), delay)
+            except asyncio.TimeoutError:
+                pass
+        return not self.stopped
 
-    def _record(self, index: int, item: Item, outcome: Outcome, runs: int) -> None:
+    async def _record(self, index: int, item: Item, outcome: Outcome, runs: int) -> None:
         record: dict[str, Any] = {"id": item.id}
         if isinstance(outcome, Done):
             record["result"] = outcome.value if outcome.stored is None else outcome.stored
             record["estimated_cost"] = round(outcome.cost, 10)
             if self.results is not None:
-                self.results.append(record)
+                await self.results.append(record)
         else:
             record["source"] = item.source
             if item.line is not None:
@@ -259,7 +266,7 @@ class Batch:
             record["error"] = {"type": outcome.error_type, "message": outcome.message}
             record["attempts"] = runs
             if self.errors is not None:
-                self.errors.append(record)
+                await self.errors.append(record)
         with self.counts.lock:
             if isinstance(outcome, Done):
                 self.counts.done += 1

@@ -22,7 +22,6 @@ from guidance.models import Model
 
 from ._extract_engine import Done, Failed, Outcome, Retry
 from ._extract_inputs import Item
-from ._extract_limiter import AdaptiveLimiter
 from ._extract_schema import Schema
 from ._http import Transport
 from ._model import DeepInfra
@@ -99,26 +98,36 @@ class _Meter:
 
 
 class _RateLimitWatch:
-    """Turns new 429s counted by the transport into congestion signals for the limiter."""
+    """Turns new 429s counted by the transport into congestion signals for the calling thread's input."""
 
-    def __init__(self, transport: Transport, limiter: AdaptiveLimiter) -> None:
+    def __init__(self, transport: Transport) -> None:
         self.transport = transport
-        self.limiter = limiter
         self.start = transport.stats.rate_limited
         self._seen = self.start
         self._lock = threading.Lock()
+        self._local = threading.local()
 
     @property
     def count(self) -> int:
         return self.transport.stats.rate_limited - self.start
+
+    @contextmanager
+    def reporting_to(self, signal: Callable[[], None] | None) -> Iterator[None]:
+        """Send the 429s met by this thread's requests to `signal` while the block runs."""
+        self._local.signal = signal
+        try:
+            yield
+        finally:
+            self._local.signal = None
 
     def check(self) -> None:
         total = self.transport.stats.rate_limited
         with self._lock:
             new = total > self._seen
             self._seen = max(self._seen, total)
-        if new:
-            self.limiter.congested()
+        signal = getattr(self._local, "signal", None)
+        if new and signal is not None:
+            signal()
 
     def sleeping(self, sleep: Callable[[float], None]) -> Callable[[float], None]:
         """Wrap the transport's backoff sleep so a 429 cuts the window before the wait, not after it."""
@@ -160,7 +169,11 @@ class _MeteredTransport:
 
 
 class Extractor:
-    """Runs the extraction program for one input at a time; shared by all worker threads."""
+    """Runs the extraction program for one input at a time as a guidance program; shared by worker threads.
+
+    This is the general path (streamed, through guidance and the openai SDK); `_extract_fast` sends the same
+    requests directly and is what `extract` uses unless asked otherwise.
+    """
 
     def __init__(
         self,
@@ -169,7 +182,6 @@ class Extractor:
         *,
         instructions: str | None,
         max_attempts: int,
-        limiter: AdaptiveLimiter,
         max_tokens: int | None = None,
         temperature: float | None = None,
     ) -> None:
@@ -180,21 +192,14 @@ class Extractor:
         self.temperature = temperature
         self.meter = _Meter()
         self.transport: Transport = base.transport
-        self.watch = _RateLimitWatch(self.transport, limiter)
+        self.watch = _RateLimitWatch(self.transport)
         interpreter = copy.deepcopy(base._interpreter)
         interpreter.transport = _MeteredTransport(self.transport, self.meter, self.watch)  # type: ignore[attr-defined]
         self._interpreter = interpreter
         self._sampling_params = base.sampling_params
         # Built once: a schema json() refuses fails here, before any request, and the node (immutable) is
         # shared by every input instead of being rebuilt and re-checked per input.
-        try:
-            self._answer = _json_builder()(
-                "result", schema=schema.original, max_tokens=max_tokens, temperature=temperature
-            )
-        except InvalidProgramError:
-            raise
-        except (ValueError, TypeError) as exc:
-            raise InvalidProgramError(f"json() refuses the schema: {exc}") from None
+        self._answer = answer_node(schema, max_tokens=max_tokens, temperature=temperature)
 
     def _fresh_model(self) -> DeepInfra:
         # A model with no trace parent, so finished programs are freed instead of hanging off one base model.
@@ -219,27 +224,52 @@ class Extractor:
             lm += self._answer
         return str(lm["result"])
 
-    def __call__(self, item: Item) -> Outcome:
-        with self.meter.measuring() as usage, limits(max_attempts=self.max_attempts):
+    def __call__(self, item: Item, on_rate_limited: Callable[[], None] | None = None) -> Outcome:
+        with (
+            self.meter.measuring() as usage,
+            limits(max_attempts=self.max_attempts),
+            self.watch.reporting_to(on_rate_limited),
+        ):
             try:
                 text = self.program(item.text)
-            except FATAL_ERRORS:
-                raise
-            except RateLimitError as exc:
-                return Retry(type(exc).__name__, str(exc), usage.estimated_cost, rate_limited=True)
-            except TRANSIENT_ERRORS as exc:
-                return Retry(type(exc).__name__, str(exc), usage.estimated_cost)
-            except ConstraintError as exc:
-                return Failed(type(exc).__name__, _short(str(exc)), usage.estimated_cost)
-            except DeepInfraError as exc:
-                return Failed(type(exc).__name__, str(exc), usage.estimated_cost)
-            except Exception as exc:  # noqa: BLE001 - one input's failure must not stop the batch
-                return Failed(type(exc).__name__, _short(str(exc)), usage.estimated_cost)
-        try:
-            value = self.schema.parse(text)
-        except (ValueError, pydantic.ValidationError) as exc:
-            return Failed("ValidationError", _short(f"{exc}; answer: {text}"), usage.estimated_cost)
-        return Done(value, usage.estimated_cost, stored=self.schema.dump(value))
+            except BaseException as exc:  # noqa: BLE001 - sorted (or re-raised) by outcome_of_error
+                return outcome_of_error(exc, usage.estimated_cost)
+        return outcome_of_answer(self.schema, text, usage.estimated_cost)
+
+
+def answer_node(schema: Schema, *, max_tokens: int | None, temperature: float | None) -> Any:
+    """The ``json("result", schema)`` node of the extraction program (a schema json() refuses fails here)."""
+    try:
+        return _json_builder()("result", schema=schema.original, max_tokens=max_tokens, temperature=temperature)
+    except InvalidProgramError:
+        raise
+    except (ValueError, TypeError) as exc:
+        raise InvalidProgramError(f"json() refuses the schema: {exc}") from None
+
+
+def outcome_of_error(exc: BaseException, cost: float) -> Outcome:
+    """Sort an input's error: transient ones are retried, per-input ones become error records, and the ones
+    no input can fix (and interrupts) are raised to stop the batch."""
+    if isinstance(exc, FATAL_ERRORS) or not isinstance(exc, Exception):
+        raise exc
+    if isinstance(exc, RateLimitError):
+        return Retry(type(exc).__name__, str(exc), cost, rate_limited=True)
+    if isinstance(exc, TRANSIENT_ERRORS):
+        return Retry(type(exc).__name__, str(exc), cost)
+    if isinstance(exc, ConstraintError):
+        return Failed(type(exc).__name__, _short(str(exc)), cost)
+    if isinstance(exc, DeepInfraError):
+        return Failed(type(exc).__name__, str(exc), cost)
+    return Failed(type(exc).__name__, _short(str(exc)), cost)  # one input's failure must not stop the batch
+
+
+def outcome_of_answer(schema: Schema, text: str, cost: float) -> Outcome:
+    """The accepted JSON text as the user's value (validated again against the complete schema)."""
+    try:
+        value = schema.parse(text)
+    except (ValueError, pydantic.ValidationError) as exc:
+        return Failed("ValidationError", _short(f"{exc}; answer: {text}"), cost)
+    return Done(value, cost, stored=schema.dump(value))
 
 
 def _short(text: str, limit: int = 2000) -> str:

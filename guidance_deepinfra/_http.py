@@ -331,6 +331,7 @@ class Transport:
             )
         self.stats = CallStats()
         self._lock = threading.Lock()
+        #: The bounds given (the extraction fast path applies the same ones).
         self.timeout = timeout
         self.stream_deadline = stream_deadline
         #: Whether the client is ours, whose sockets enforce the total bounds (see `reusing_http_client`).
@@ -389,14 +390,7 @@ class Transport:
                 _check_content_type(stream, model=model, body=self._body_start)
                 return stream
             except UnicodeEncodeError as exc:
-                # Python strings may hold lone surrogates (from bad decoding); JSON over HTTP cannot.
-                bad = exc.object[exc.start : exc.end] if isinstance(exc.object, str) else ""
-                raise InvalidProgramError(
-                    f"the request holds text that is not valid Unicode ({bad!r} at character {exc.start} of "
-                    f"the encoded body: {exc.reason}); clean the prompt or schema, e.g. with "
-                    "text.encode('utf-8', 'replace').decode()",
-                    model=model,
-                ) from None
+                raise unencodable_error(exc, model) from None
             except openai.APIStatusError as exc:
                 if 300 <= exc.status_code < 400:
                     raise _redirect_error(exc.response, model=model) from None
@@ -404,23 +398,20 @@ class Transport:
                 retry_after = parse_retry_after(exc.response.headers.get("retry-after"))
                 if isinstance(error, RateLimitError):
                     self._count(rate_limited=1)
-                if not isinstance(error, (RateLimitError, ServerError)) or attempt >= self.retry.max_retries:
+                wait = retry_wait(self.retry, attempt, error, retry_after)
+                if wait is None:
                     raise error from None
             except _ANY_TIMEOUT:  # the HTTP library's own escapes the SDK when it times out reading an error body
-                if attempt >= self.retry.max_retries:
-                    raise RequestTimeoutError(
-                        f"DeepInfra did not answer in time after {attempt + 1} attempts", model=model
-                    ) from None
-                error, retry_after = None, None
+                wait = retry_wait(self.retry, attempt, None, None)
+                if wait is None:
+                    raise timeout_error(attempt + 1, model) from None
+                error = None
             except _TRANSPORT_ERRORS as exc:
-                if attempt >= self.retry.max_retries:
+                wait = retry_wait(self.retry, attempt, None, None)
+                if wait is None:
                     cause = exc.__cause__ if isinstance(exc, openai.APIConnectionError) else exc
-                    raise ConnectionFailedError(
-                        f"could not reach {self.base_url} after {attempt + 1} attempts: {type(cause).__name__}",
-                        model=model,
-                    ) from None
-                error, retry_after = None, None
-            wait = self.retry.delay(attempt, retry_after)
+                    raise connection_error(self.base_url, attempt + 1, type(cause).__name__, model) from None
+                error = None
             logger.info(
                 "DeepInfra request failed (%s); retry %d/%d in %.2fs",
                 error or "timeout/connection",
@@ -451,15 +442,55 @@ def _detached_errors(chunks: Iterator[ChatCompletionChunk]) -> Iterator[ChatComp
         raise _detached(exc)  # noqa: B904 - the same error, see `_detached`
 
 
+def unencodable_error(exc: UnicodeEncodeError, model: str | None) -> InvalidProgramError:
+    """Python strings may hold lone surrogates (from bad decoding); JSON over HTTP cannot."""
+    bad = exc.object[exc.start : exc.end] if isinstance(exc.object, str) else ""
+    return InvalidProgramError(
+        f"the request holds text that is not valid Unicode ({bad!r} at character {exc.start} of "
+        f"the encoded body: {exc.reason}); clean the prompt or schema, e.g. with "
+        "text.encode('utf-8', 'replace').decode()",
+        model=model,
+    )
+
+
 def _redirect_error(response: Any, *, model: str | None) -> ProtocolError:
-    location = response.headers.get("location") or "(no location)"
+    return redirect_error(response.headers.get("location"), response.status_code, model=model)
+
+
+def redirect_error(location: str | None, status: int, *, model: str | None) -> ProtocolError:
+    """The error for a 3xx answer (any transport): redirects are never followed."""
+    location = location or "(no location)"
     shown = display_url(location) if "://" in location else location[:200]
     return ProtocolError(
         f"the server answered with a redirect to {shown!r}; redirects are not followed, so that prompts and "
         "the key go only to base_url: set base_url to the address that answers",
-        status=response.status_code,
+        status=status,
         model=model,
     )
+
+
+def retry_wait(policy: RetryPolicy, attempt: int, error: APIError | None, retry_after: float | None) -> float | None:
+    """Seconds to wait before retrying failed attempt `attempt` (0-based), or None when it must not be retried.
+
+    `error` is the typed error of an error status, None for a timeout or a dropped connection. Only 429s,
+    5xx answers, timeouts and connection failures are retried, at most ``policy.max_retries`` times. Every
+    transport of the package (this one and the extraction fast path) decides with this function.
+    """
+    if error is not None and not isinstance(error, (RateLimitError, ServerError)):
+        return None
+    if attempt >= policy.max_retries:
+        return None
+    return policy.delay(attempt, retry_after)
+
+
+def timeout_error(attempts: int, model: str | None) -> RequestTimeoutError:
+    """The error for a request that timed out on every attempt."""
+    return RequestTimeoutError(f"DeepInfra did not answer in time after {attempts} attempts", model=model)
+
+
+def connection_error(base_url: str, attempts: int, cause: str, model: str | None) -> ConnectionFailedError:
+    """The error for a server that could not be reached on any attempt (`cause` names the exception type)."""
+    return ConnectionFailedError(f"could not reach {base_url} after {attempts} attempts: {cause}", model=model)
 
 
 #: How much of an unexpected or error body is read: enough for any message, bounded for a runaway server.

@@ -183,16 +183,11 @@ class DeepInfraBaseInterpreter(BaseOpenAIInterpreter):
             try:
                 chunks = stack.enter_context(self.transport.stream_chat(body, model=self.model))
             except UnsupportedFeatureError as exc:
-                fmt = (body.get("response_format") or {}).get("type")
-                field_name = profile_field_for(exc.feature or "", fmt)
-                if field_name is not None:
-                    self.profiles.learn_unsupported(
-                        self.model, field_name, exc.message, self.transport.base_url, self.own_profile
-                    )
-                if field_name == "logprobs" and "logprobs" in body:
-                    body = {k: v for k, v in body.items() if k not in ("logprobs", "top_logprobs")}
-                    continue
-                raise
+                resend = learn_refusal(self, body, exc)
+                if resend is None:
+                    raise
+                body = resend
+                continue
             self.state.usage.calls += 1
             self.ledger.count(calls=1)
             return chunks
@@ -420,6 +415,26 @@ class DeepInfraImageMixin(OpenAIImageMixin):
         # Passed by reference: DeepInfra fetches the URL, so nothing is downloaded here.
         self.state.content.append(ImageUrlContent(type="image_url", image_url=ImageUrlContentInner(url=node.url)))
         yield TextOutput(value="", is_input=True)
+
+
+def learn_refusal(
+    interpreter: DeepInfraBaseInterpreter, body: dict[str, Any], exc: UnsupportedFeatureError
+) -> dict[str, Any] | None:
+    """Remember that the interpreter's model refused a field of `body`; the body to send again, or None.
+
+    Only refused logprobs are dropped and resent at once: a refused response_format changes how the
+    constraint is lowered, which the attempt loop decides (see `_json_attempts`). The extraction fast path
+    calls this with the model's interpreter, so both paths learn alike.
+    """
+    fmt = (body.get("response_format") or {}).get("type")
+    field_name = profile_field_for(exc.feature or "", fmt)
+    if field_name is not None:
+        interpreter.profiles.learn_unsupported(
+            interpreter.model, field_name, exc.message, interpreter.transport.base_url, interpreter.own_profile
+        )
+    if field_name == "logprobs" and "logprobs" in body:
+        return {k: v for k, v in body.items() if k not in ("logprobs", "top_logprobs")}
+    return None
 
 
 def _compact(message: dict[str, Any]) -> dict[str, Any]:

@@ -29,13 +29,13 @@ from guidance.trace import Backtrack, OutputAttr, TextOutput
 
 from . import _schema_prompts as prompts
 from ._interpreter import DeepInfraBaseInterpreter
+from ._json_attempts import MAX_CONTINUATIONS, AttemptPlan, Outcome, json_request, next_continuation
 from ._schema_check import PreparedSchema, parse_and_check, prepare
-from .errors import Attempt, ConstraintError, InvalidProgramError, UnsupportedFeatureError
+from .errors import InvalidProgramError, UnsupportedFeatureError
 from .limits import current_limits
 from .profile import JsonMode
 
-#: Continuations of one answer cut by ``finish_reason: length`` (when the user set no max_tokens).
-MAX_CONTINUATIONS = 2
+_Outcome = Outcome
 
 
 @dataclass
@@ -47,17 +47,6 @@ class _Spec:
     max_tokens: int | None = None
     json_node: JsonNode | None = None
     options: tuple[str, ...] | None = None
-
-
-@dataclass
-class _Outcome:
-    """What one attempt produced: the raw answer, the accepted value (or None), and why it was refused."""
-
-    raw: str
-    value: str | None
-    errors: list[str]
-    fatal: bool = False  # no retry can help (the user's max_tokens cut the answer)
-    written: bool = False  # the accepted value is already in the program (streamed)
 
 
 class JsonSelectMixin(DeepInfraBaseInterpreter):
@@ -127,14 +116,6 @@ class JsonSelectMixin(DeepInfraBaseInterpreter):
         self._check_can_generate()
         user_schema = spec.json_node.schema
 
-        def request(mode: JsonMode) -> tuple[dict[str, Any] | None, str | None]:
-            if mode == "json_schema":
-                payload = {"name": prepared.name, "schema": prepared.schema, "strict": True}
-                return {"type": "json_schema", "json_schema": payload}, None
-            if mode == "json_object":
-                return {"type": "json_object"}, prompts.json_instruction(user_schema, in_prompt_only=False)
-            return None, prompts.json_instruction(user_schema, in_prompt_only=True)
-
         def attempt(body: dict[str, Any], mode: JsonMode) -> Generator[OutputAttr, None, _Outcome]:
             return (yield from self._stream_json_attempt(body, prepared, spec.max_tokens))
 
@@ -142,7 +123,7 @@ class JsonSelectMixin(DeepInfraBaseInterpreter):
             spec,
             kind_for=lambda mode: "json_prompt" if mode == "prompt" else mode,
             has_schema=prepared.user_given,
-            request=request,
+            request=json_request(prepared, user_schema),
             attempt=attempt,
             feedback=lambda out: prompts.json_feedback(out.errors),
             max_tokens=spec.max_tokens,
@@ -162,6 +143,7 @@ class JsonSelectMixin(DeepInfraBaseInterpreter):
         raw = ""
         for continuation in range(MAX_CONTINUATIONS + 1):
             finish: list[str | None] = []
+            answered = len(raw)
             with ExitStack() as stack:
                 chunks = self.open_stream(body, stack)
                 for chunk in self.tap(chunks, on_finish=finish.append):
@@ -169,20 +151,14 @@ class JsonSelectMixin(DeepInfraBaseInterpreter):
                     if piece:
                         raw += piece
                         yield from writer.feed(piece)
-            if not finish or finish[0] != "length":
+            finish_reason = finish[0] if finish else None
+            following, cut = next_continuation(body, raw[answered:], finish_reason, continuation, user_max_tokens)
+            if cut is not None:
+                yield from writer.backtrack()
+                return _Outcome(raw, None, [cut], fatal=True)
+            if following is None:
                 break
-            if user_max_tokens is not None:
-                yield from writer.backtrack()
-                reason = f"the JSON document was cut off at max_tokens={user_max_tokens}; raise max_tokens"
-                return _Outcome(raw, None, [reason], fatal=True)
-            if continuation == MAX_CONTINUATIONS:
-                yield from writer.backtrack()
-                reason = (
-                    f"the JSON document was still cut off (finish_reason: length) after {continuation} "
-                    "continuations; set a larger max_tokens or ask for a shorter document"
-                )
-                return _Outcome(raw, None, [reason], fatal=True)
-            body = _continuation_body(body, raw)
+            body = following
         document, errors = parse_and_check(raw, prepared)
         if errors:
             yield from writer.backtrack()
@@ -208,55 +184,43 @@ class JsonSelectMixin(DeepInfraBaseInterpreter):
         **kwargs: Any,
     ) -> Iterator[OutputAttr]:
         bounds = current_limits(self.max_attempts)
-        max_attempts = bounds.max_attempts or 1
-        base = self.request_messages()
-        prefix = "".join(getattr(c, "text", "") for c in self.state.content)
-        attempts: list[Attempt] = []
-        last: _Outcome | None = None
-        round_trips = 0
         tokens_before = (self.state.usage.prompt_tokens, self.state.usage.completion_tokens)
-        mode = self.profile.best_json_mode(has_schema)
-        while len(attempts) < max_attempts:
-            mode = self.profile.best_json_mode(has_schema)
-            response_format, instruction = request(mode)
-            messages = base
-            if last is not None:
-                messages = prompts.retry_messages(base, prefix, last.raw, feedback(last))
-            if mode == "json_object" and instruction and not has_schema and prompts.mentions_json(messages):
-                instruction = None
-            body = self.build_body(
-                messages=prompts.with_instruction(messages, instruction),
+
+        def build(messages: list[dict[str, Any]], response_format: dict[str, Any] | None) -> dict[str, Any]:
+            return self.build_body(
+                messages=messages,
                 sampling_params=kwargs.get("sampling_params"),
                 temperature=spec.temperature,
                 max_tokens=max_tokens,
                 response_format=response_format,
             )
-            round_trips += 1
+
+        plan = AttemptPlan(
+            profile=lambda: self.profile,
+            has_schema=has_schema,
+            request=request,
+            feedback=feedback,
+            build_body=build,
+            messages=self.request_messages(),
+            prefix="".join(getattr(c, "text", "") for c in self.state.content),
+            max_attempts=bounds.max_attempts or 1,
+        )
+        while (body := plan.next_body()) is not None:
             try:
-                outcome = yield from attempt(body, mode)
+                outcome = yield from attempt(body, plan.mode)
             except UnsupportedFeatureError as exc:
-                if exc.feature != "response_format" or self.profile.best_json_mode(has_schema) == mode:
-                    self._record(kind_for(mode), round_trips, tokens_before, satisfied=False)
-                    raise
-                continue  # the profile now knows; the same attempt is made with the next mode
+                if plan.fall_back(exc):
+                    continue  # the profile now knows; the same attempt is made with the next mode
+                self._record(kind_for(plan.mode), plan.round_trips, tokens_before, satisfied=False)
+                raise
             if outcome.value is not None:
-                self._record(kind_for(mode), round_trips, tokens_before, satisfied=True)
+                self._record(kind_for(plan.mode), plan.round_trips, tokens_before, satisfied=True)
                 yield from self._accept(spec, outcome)
                 return
-            attempts.append(Attempt(text=outcome.raw, errors=tuple(outcome.errors), strategy=mode))
-            last = outcome
-            if outcome.fatal or self._over_budget(bounds.token_budget, tokens_before):
+            if plan.refused(outcome) or self._over_budget(bounds.token_budget, tokens_before):
                 break
-        self._record(kind_for(mode), round_trips, tokens_before, satisfied=False)
-        early = len(attempts) < max_attempts
-        spent = " (stopped: no retry can help or the token budget is spent)" if early else ""
-        raise ConstraintError(
-            f"{describe} was not satisfied in {len(attempts)} attempt(s){spent}; last errors: "
-            + "; ".join(attempts[-1].errors[:3]),
-            constraint=describe,
-            attempts=attempts,
-            model=self.model,
-        )
+        self._record(kind_for(plan.mode), plan.round_trips, tokens_before, satisfied=False)
+        raise plan.error(describe, self.model)
 
     def _over_budget(self, budget: int | None, before: tuple[int, int]) -> bool:
         if budget is None:
@@ -316,18 +280,6 @@ class _Writer:
         yield Backtrack(n_tokens=self.outputs, bytes=base64.b64encode(self.written.encode()))
         self.written = ""
         self.outputs = 0
-
-
-def _continuation_body(body: dict[str, Any], raw: str) -> dict[str, Any]:
-    messages = list(body["messages"])
-    if messages and messages[-1].get("role") == "assistant":
-        last = messages.pop()
-        messages.append({"role": "assistant", "content": str(last.get("content") or "") + raw})
-    else:
-        messages.append({"role": "assistant", "content": raw})
-    new = {k: v for k, v in body.items() if k != "response_format"}
-    new["messages"] = messages
-    return new
 
 
 def _unwrap(node: RuleNode) -> _Spec | None:

@@ -54,7 +54,9 @@ class DeepInfraUsage:
         return self.prompt_tokens + self.completion_tokens
 
     def add_chunk_usage(self, usage: Any) -> tuple[int, int]:
-        """Add a stream chunk's ``usage`` object; return its (prompt, completion) tokens."""
+        """Add a stream chunk's ``usage`` object (or a non-streamed answer's usage dict); return its tokens."""
+        if isinstance(usage, dict):
+            usage = _UsageView(usage)
         prompt = int(getattr(usage, "prompt_tokens", 0) or 0)
         completion = int(getattr(usage, "completion_tokens", 0) or 0)
         self.prompt_tokens += prompt
@@ -83,6 +85,16 @@ class DeepInfraUsage:
         for kind, stats in sorted(self.constraints.items()):
             text += f"\n  {kind}: {stats.satisfied} satisfied, {stats.failed} failed, {stats.round_trips} round trip(s)"
         return text
+
+
+class _UsageView:
+    """A usage dict read like the SDK's usage object (extra fields such as ``estimated_cost`` included)."""
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        self.prompt_tokens = fields.get("prompt_tokens")
+        self.completion_tokens = fields.get("completion_tokens")
+        self.prompt_tokens_details = fields.get("prompt_tokens_details")
+        self.model_extra = fields
 
 
 class SharedUsage(DeepInfraUsage):

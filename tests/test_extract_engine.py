@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import random
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from guidance_deepinfra._extract_engine import Batch, Done, Failed, Retry
+from guidance_deepinfra._extract_engine import Batch, Done, Failed, Retry, Slot
 from guidance_deepinfra._extract_inputs import Item, items_from
 from guidance_deepinfra._extract_limiter import AdaptiveLimiter
 from guidance_deepinfra._extract_log import RecordLog, read_records
@@ -162,65 +167,154 @@ class Clock:
         return self.now
 
 
-def test_window_halves_once_per_round_and_grows_back_by_one_per_window() -> None:
+def fill(limiter: AdaptiveLimiter) -> list[float]:
+    """Start as many requests as the window allows; their tickets."""
+    tickets = []
+    while (ticket := limiter.try_acquire()) is not None:
+        tickets.append(ticket)
+    return tickets
+
+
+def test_each_429_narrows_the_window_by_one_slot_and_a_round_by_at_most_half() -> None:
     clock = Clock()
     limiter = AdaptiveLimiter(16, clock=clock)
-    assert limiter.acquire()
+    sent = fill(limiter)
+    assert len(sent) == 16 and limiter.try_acquire() is None
     clock.now += 1
-    limiter.congested()
-    assert limiter.window == 8 and limiter.cuts == 1
-    limiter.congested()  # same request, sent before the cut: not a new signal
-    assert limiter.window == 8 and limiter.cuts == 1
-    limiter.release(succeeded=False)
-    assert limiter.acquire()  # a request sent after the cut may cut again
-    limiter.congested()
-    assert limiter.window == 4 and limiter.lowest == 4
-    limiter.release(succeeded=False)
-    for _ in range(4):  # one full window of successes adds one slot
-        limiter.acquire()
-        limiter.release(succeeded=True)
-    assert limiter.window == 5
+    for ticket in sent[:3]:
+        limiter.congested(ticket)
+    assert limiter.window == 13 and limiter.cuts == 1  # one slot per 429
+    for ticket in sent[3:]:
+        limiter.congested(ticket)  # a storm of 429s for requests sent before the round began
+    assert limiter.window == 8 and limiter.cuts == 1  # at most half per round
+    for ticket in sent:
+        limiter.release(ticket, succeeded=False)
+    clock.now += 1
+    late = fill(limiter)
+    assert len(late) == 8
+    limiter.congested(late[0])  # sent after the round began: a new round, which may halve again
+    assert limiter.window == 7 and limiter.cuts == 2 and limiter.lowest == 7
+
+
+def test_successes_widen_the_window_by_a_quarter_slot_up_to_the_bound() -> None:
+    clock = Clock()
+    limiter = AdaptiveLimiter(16, clock=clock)
+    sent = fill(limiter)
+    for ticket in sent[:8]:
+        limiter.congested(ticket)
+    for ticket in sent:
+        limiter.release(ticket, succeeded=False)
+    assert limiter.window == 8
+    for _ in range(4):
+        ticket = limiter.try_acquire()
+        assert ticket is not None
+        limiter.release(ticket, succeeded=True)
+    assert limiter.window == 9
     for _ in range(500):
-        limiter.acquire()
-        limiter.release(succeeded=True)
+        ticket = limiter.try_acquire()
+        assert ticket is not None
+        limiter.release(ticket, succeeded=True)
     assert limiter.window == 16  # never above the user's bound
 
 
 def test_window_never_drops_below_the_floor() -> None:
-    limiter = AdaptiveLimiter(4, floor=2)
-    for _ in range(5):
-        limiter.acquire()
-        limiter.congested()
-        limiter.release(succeeded=False)
+    clock = Clock()
+    limiter = AdaptiveLimiter(4, floor=2, clock=clock)
+    for _ in range(10):
+        clock.now += 1
+        ticket = limiter.try_acquire()
+        assert ticket is not None
+        limiter.congested(ticket)
+        limiter.release(ticket, succeeded=False)
     assert limiter.window == 2
 
 
-def test_pause_holds_new_requests() -> None:
+def simulate(limiter: AdaptiveLimiter, clock: Clock, rounds: int, answer: Callable[[int, int], bool]) -> list[int]:
+    """Rounds of one round trip each: fill the window, then answer every request (True: success, False: 429).
+
+    `answer(position, in_flight)` decides each request; returns the successes of each round.
+    """
+    successes = []
+    for _ in range(rounds):
+        sent = fill(limiter)
+        clock.now += 0.2
+        ok = 0
+        for position, ticket in enumerate(sent):
+            if answer(position, len(sent)):
+                ok += 1
+                limiter.release(ticket, succeeded=True)
+            else:
+                limiter.congested(ticket)
+                limiter.release(ticket, succeeded=False)
+        successes.append(ok)
+    return successes
+
+
+def test_random_429s_leave_the_window_near_the_bound() -> None:
+    # 10% of answers are 429s whatever the load: narrowing the window would not make them rarer.
+    rng = random.Random(5)
     clock = Clock()
-    limiter = AdaptiveLimiter(4, clock=clock)
-    limiter.congested(pause=5.0)
-    abort = threading.Event()
-    got: list[bool] = []
-    thread = threading.Thread(target=lambda: got.append(limiter.acquire(abort)))
-    thread.start()
-    thread.join(0.3)
-    assert thread.is_alive()  # still paused: the clock has not moved
-    clock.now += 6
-    thread.join(2)
-    assert got == [True]
+    limiter = AdaptiveLimiter(200, clock=clock)
+    successes = simulate(limiter, clock, 100, lambda position, in_flight: rng.random() >= 0.10)
+    assert sum(successes[50:]) / 50 >= 0.8 * 200  # (a window grown back by one slot per window sits near 1)
+    assert limiter.lowest >= 100
+
+
+def test_a_server_capping_requests_in_flight_holds_the_window_just_above_the_cap() -> None:
+    clock = Clock()
+    limiter = AdaptiveLimiter(200, clock=clock)
+    successes = simulate(limiter, clock, 60, lambda position, in_flight: position < 40)
+    assert 40 <= limiter.window <= 60  # backs off from 200 to the cap, and stays near it
+    assert sum(successes[20:]) / 40 >= 0.9 * 40  # the server is kept busy
+    assert limiter.cuts >= 3
+
+
+def test_pause_holds_new_requests() -> None:
+    async def scenario() -> tuple[float, float]:
+        limiter = AdaptiveLimiter(4)
+        limiter.congested(pause=0.3)
+        start = time.monotonic()
+        ticket = await limiter.acquire()
+        return time.monotonic() - start, ticket
+
+    waited, ticket = asyncio.run(scenario())
+    assert waited >= 0.25 and ticket > 0
+
+
+def test_waiters_get_slots_in_order_with_requeued_inputs_first() -> None:
+    async def scenario() -> list[str]:
+        limiter = AdaptiveLimiter(1)
+        held = await limiter.acquire()
+        order: list[str] = []
+
+        async def take(name: str, urgent: bool) -> None:
+            ticket = await limiter.acquire(urgent=urgent)
+            order.append(name)
+            limiter.release(ticket, succeeded=True)
+
+        waiting = [asyncio.ensure_future(take(n, n.startswith("again"))) for n in ("fresh1", "fresh2", "again1")]
+        await asyncio.sleep(0.01)
+        limiter.release(held, succeeded=True)
+        await asyncio.gather(*waiting)
+        return order
+
+    assert asyncio.run(scenario()) == ["again1", "fresh1", "fresh2"]
 
 
 # --------------------------------------------------------------------------- the batch
 
 
+def run_batch(batch: Batch, items: Any, skip: Callable[[int, Item], bool] = lambda index, item: False) -> None:
+    asyncio.run(batch.run(items, skip))
+
+
 def test_batch_requeues_transient_failures_and_records_each_input_once(tmp_path: Path) -> None:
     runs: dict[str, int] = {}
-    lock = threading.Lock()
 
-    def task(item: Item) -> Done | Failed | Retry:
-        with lock:
-            runs[item.id] = runs.get(item.id, 0) + 1
-            n = runs[item.id]
+    async def task(item: Item, slot: Slot) -> Done | Failed | Retry:
+        runs[item.id] = runs.get(item.id, 0) + 1
+        n = runs[item.id]
+        await asyncio.sleep(0)
         if item.text == "flaky" and n < 3:
             return Retry("ServerError", "busy", cost=0.5)
         if item.text == "never":
@@ -235,7 +329,7 @@ def test_batch_requeues_transient_failures_and_records_each_input_once(tmp_path:
     items = [Item(str(i), t) for i, t in enumerate(["ok", "flaky", "broken", "never", "ok2"])]
     items.append(Item("bad", "", source="in.jsonl:9", line=9, problem="malformed JSON"))
     batch = Batch(task, limiter=AdaptiveLimiter(3), results=results, errors=errors, max_requeues=2, backoff=lambda n: 0)
-    batch.run(enumerate(items), skip=lambda index, item: item.id == "4")
+    run_batch(batch, enumerate(items), skip=lambda index, item: item.id == "4")
     results.close()
     errors.close()
     assert runs == {"0": 1, "1": 3, "2": 1, "3": 3}
@@ -262,18 +356,34 @@ def test_batch_requeues_transient_failures_and_records_each_input_once(tmp_path:
     assert counts.estimated_cost == pytest.approx(1.0 + 0.5 * 2 + 1.0 + 0.25)
 
 
+def test_many_records_finished_together_share_writes_and_each_is_written_once(tmp_path: Path) -> None:
+    async def task(item: Item, slot: Slot) -> Done:
+        await asyncio.sleep(0.001)
+        return Done(item.text)
+
+    results, _ = RecordLog.open(tmp_path / "out.jsonl")
+    batch = Batch(task, limiter=AdaptiveLimiter(100), results=results)
+    run_batch(batch, ((i, Item(str(i), f"t{i}")) for i in range(1000)))
+    results.close()
+    records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert sorted(int(r["id"]) for r in records) == list(range(1000))
+    assert all(r["result"] == f"t{r['id']}" for r in records)
+    assert batch.counts.done == 1000 and batch.limiter.max_in_flight <= 100
+
+
 def test_an_exception_from_the_task_stops_the_batch_and_is_raised() -> None:
     started: list[str] = []
 
-    def task(item: Item) -> Done:
+    async def task(item: Item, slot: Slot) -> Done:
         started.append(item.id)
+        await asyncio.sleep(0)
         if item.id == "2":
             raise ConfigurationError("wrong key")
         return Done(item.text)
 
     batch = Batch(task, limiter=AdaptiveLimiter(1))
     with pytest.raises(ConfigurationError, match="wrong key"):
-        batch.run(((i, Item(str(i), "t")) for i in range(1000)), skip=lambda index, item: False)
+        run_batch(batch, ((i, Item(str(i), "t")) for i in range(1000)))
     assert started == ["0", "1", "2"]
     assert batch.counts.done == 2
 
@@ -281,7 +391,11 @@ def test_an_exception_from_the_task_stops_the_batch_and_is_raised() -> None:
 def test_a_record_that_cannot_be_written_stops_the_batch_instead_of_hanging(tmp_path: Path) -> None:
     results, _ = RecordLog.open(tmp_path / "out.jsonl")
     results.close()  # every write now fails, as on a full or vanished disk
-    batch = Batch(lambda item: Done(item.text), limiter=AdaptiveLimiter(4), results=results)
+
+    async def task(item: Item, slot: Slot) -> Done:
+        return Done(item.text)
+
+    batch = Batch(task, limiter=AdaptiveLimiter(4), results=results)
     with pytest.raises(OSError):
-        batch.run(((i, Item(str(i), "t")) for i in range(100)), skip=lambda index, item: False)
+        run_batch(batch, ((i, Item(str(i), "t")) for i in range(100)))
     assert batch.counts.done == 0

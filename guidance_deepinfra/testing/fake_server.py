@@ -4,20 +4,26 @@ It listens on 127.0.0.1 only, records every request body, and answers from a scr
 (or a responder function when the script is empty). Replies model what DeepInfra documents: SSE chunks of
 ``chat.completion.chunk`` objects, usage with ``estimated_cost`` on the chunk that carries
 ``finish_reason`` (no ``stream_options`` needed), ``reasoning_content`` deltas, tool-call deltas, and its
-error bodies. Faults (429 with Retry-After, 5xx, 405, malformed SSE, truncation, latency, hangs, HTML
-bodies) are replies like any other, so the real openai SDK is exercised over real HTTP.
+error bodies; a request with ``"stream": false`` gets one ``chat.completion`` JSON body instead. Faults
+(429 with Retry-After, 5xx, 405, malformed SSE, truncation, latency, hangs, HTML bodies) are replies like
+any other, so the real clients are exercised over real HTTP.
+
+The server runs on asyncio in a thread of its own, with a listen backlog of 2048 and a few tens of
+microseconds of work per request, so that hundreds of requests in flight (a benchmark of the client at
+DeepInfra's 200 concurrent requests) measure the client, not the server. Responders run on the server's
+event loop: they must not block (latency is a `Reply`'s ``delay``, not a sleep in the responder).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http import HTTPStatus
 from typing import Any
 
 # The fixed price per token behind every fake reply's usage.estimated_cost (not DeepInfra's prices): costs shown
@@ -101,10 +107,11 @@ class Reply:
             if isinstance(stops, str):
                 stops = [stops]
             hits = [text.find(s) for s in stops if s and s in text]
+            now = cls._text_now if body.get("stream", True) is not False else cls._completion_now
             if hits:
                 cut_at = min(hits)
-                return cls._text_now(text[:cut_at], **{**options, "pieces": None, "finish_reason": "stop"})
-            return cls._text_now(text, **options)
+                return now(text[:cut_at], **{**options, "pieces": None, "finish_reason": "stop"})
+            return now(text, **options)
 
         return cls(build=build, headers={"content-type": "text/event-stream"})
 
@@ -176,6 +183,56 @@ class Reply:
             chunk_delay=chunk_delay,
             cut=cut,
             headers={"content-type": "text/event-stream"},
+        )
+
+    @classmethod
+    def _completion_now(
+        cls,
+        text: str,
+        *,
+        finish_reason: str,
+        pieces: Iterable[str] | None,
+        chunk_size: int,
+        reasoning: str | None,
+        prompt_tokens: int,
+        completion_tokens: int | None,
+        cached_tokens: int,
+        logprobs: bool,
+        delay: float,
+        chunk_delay: float,
+        model: str,
+        cut: bool,
+    ) -> Reply:
+        """The same answer as one ``chat.completion`` body, for a request with ``"stream": false``.
+
+        A streamed answer's chunk delays add up to the time before this one is sent; `cut` drops the
+        connection halfway through the body.
+        """
+        parts = (
+            list(pieces) if pieces is not None else [text[i : i + chunk_size] for i in range(0, len(text), chunk_size)]
+        )
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        if reasoning:
+            message["reasoning_content"] = reasoning
+        choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": finish_reason}
+        if logprobs:
+            choice["logprobs"] = {
+                "content": [{"token": p, "logprob": -0.1, "bytes": list(p.encode()), "top_logprobs": []} for p in parts]
+            }
+        completion = completion_tokens if completion_tokens is not None else max(1, len(text) // 4)
+        answer = {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion",
+            "created": 1764000000,
+            "model": model,
+            "choices": [choice],
+            "usage": cls._usage(prompt_tokens, completion, cached_tokens),
+        }
+        return cls(
+            body=json.dumps(answer).encode(),
+            headers={"content-type": "application/json"},
+            delay=delay + chunk_delay * (len(parts) + 2),
+            cut=cut,
         )
 
     @classmethod
@@ -294,6 +351,10 @@ class Reply:
 
 Responder = Callable[[dict[str, Any]], Reply]
 
+#: Pending connections the listening socket holds (a burst of hundreds of new connections is not dropped).
+LISTEN_BACKLOG = 2048
+_MAX_HEAD = 64 * 1024
+
 
 class FakeDeepInfra:
     """The loopback server. Use as a context manager; `base_url` goes to ``DeepInfra(base_url=...)``."""
@@ -310,75 +371,80 @@ class FakeDeepInfra:
         self.max_active = 0
         #: TCP connections accepted (a client that reuses its connection makes fewer than its requests).
         self.connections = 0
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:  # keep test output clean
-                pass
-
-            def setup(self) -> None:
-                super().setup()
-                # Small SSE writes must leave at once, as a real server's do; without this, Nagle's algorithm
-                # meets the client's delayed ACKs and every answer waits tens of milliseconds.
-                self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-            def handle(self) -> None:
-                with outer._lock:
-                    outer.connections += 1
-                # A client that gives up (timeout, refused stream) resets its connection; that is expected.
-                try:
-                    super().handle()
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-
-            def do_POST(self) -> None:  # noqa: N802 - http.server naming
-                length = int(self.headers.get("content-length") or 0)
-                raw = self.rfile.read(length)
-                try:
-                    body = json.loads(raw)
-                except ValueError:
-                    body = {"_unparsed": raw.decode("utf-8", "replace")}
-                with outer._lock:
-                    outer.requests.append(body)
-                    outer.request_headers.append({k.lower(): v for k, v in self.headers.items()})
-                    reply = outer.script.popleft() if outer.script else None
-                    outer.active += 1
-                    outer.max_active = max(outer.max_active, outer.active)
-                try:
-                    if reply is None:
-                        reply = outer.responder(body)
-                    reply = reply.for_request(body)
-                    outer._send(self, reply)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-                finally:
-                    with outer._lock:
-                        outer.active -= 1
-
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
+        # Bound now, so that `base_url` is known before `start`.
+        self._socket = socket.socket(socket.AF_INET6 if host == "::1" else socket.AF_INET, socket.SOCK_STREAM)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind((host, port))
+        bound_host, bound_port = self._socket.getsockname()[:2]
+        self._base_url = f"http://{f'[{bound_host}]' if ':' in bound_host else bound_host}:{bound_port}/v1/openai"
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._stopped = False
 
     @property
     def base_url(self) -> str:
         """The URL to pass as ``DeepInfra(base_url=...)``."""
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}/v1/openai"
+        return self._base_url
 
     def start(self) -> FakeDeepInfra:
-        """Serve in a background thread; returns self."""
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        """Serve on a background thread's event loop; returns self once the socket listens."""
+        ready = threading.Event()
+        failed: list[BaseException] = []
+
+        def serve() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            try:
+                self._server = loop.run_until_complete(
+                    asyncio.start_server(self._connection, sock=self._socket, backlog=LISTEN_BACKLOG)
+                )
+            except BaseException as exc:  # noqa: BLE001 - reported by start()
+                failed.append(exc)
+                ready.set()
+                loop.close()
+                return
+            ready.set()
+            try:
+                loop.run_forever()
+            finally:
+                loop.close()
+
+        self._thread = threading.Thread(target=serve, name="fake-deepinfra", daemon=True)
         self._thread.start()
+        ready.wait()
+        if failed:
+            raise failed[0]
         return self
 
     def stop(self) -> None:
-        """Stop serving and close the socket."""
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
+        """Stop serving: connections are dropped, the socket is closed."""
+        if self._stopped:
+            return
+        self._stopped = True
+        loop = self._loop
+        if loop is not None and self._thread is not None and self._thread.is_alive():
+            done = threading.Event()
+
+            def shut() -> None:
+                if self._server is not None:
+                    self._server.close()
+                for handler in list(self._handlers):
+                    handler.cancel()
+
+                async def finish() -> None:
+                    if self._handlers:
+                        await asyncio.wait(set(self._handlers), timeout=2)
+                    loop.stop()
+                    done.set()
+
+                loop.create_task(finish())
+
+            loop.call_soon_threadsafe(shut)
+            done.wait(5)
             self._thread.join(timeout=5)
+        self._socket.close()
 
     def __enter__(self) -> FakeDeepInfra:
         return self.start()
@@ -397,34 +463,114 @@ class FakeDeepInfra:
         """The JSON body of the most recent request."""
         return self.requests[-1]
 
-    @staticmethod
-    def _send(handler: BaseHTTPRequestHandler, reply: Reply) -> None:
-        if reply.delay:
-            time.sleep(reply.delay)
-        handler.send_response(reply.status)
-        for key, value in reply.headers.items():
-            handler.send_header(key, value)
-        if reply.body is not None:
-            handler.send_header("content-length", str(len(reply.body)))
-            handler.end_headers()
-            handler.wfile.write(reply.body)
-            handler.wfile.flush()
-            return
-        handler.send_header("transfer-encoding", "chunked")
-        handler.send_header("cache-control", "no-cache")
-        handler.end_headers()
-        handler.wfile.flush()
-        if reply.hang:
-            time.sleep(reply.hang)
-            handler.close_connection = True
-            return
-        for piece in reply.events:
-            if reply.chunk_delay:
-                time.sleep(reply.chunk_delay)
-            handler.wfile.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
-            handler.wfile.flush()
+    # ----------------------------------------------------------------- HTTP/1.1 on asyncio streams
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        with self._lock:
+            self.connections += 1
+        try:
+            while await self._exchange(reader, writer):
+                pass
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass  # a client that gives up (timeout, refused stream) resets its connection; that is expected
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self._handlers.discard(task)
+            writer.close()
+
+    async def _exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        """Read one request and answer it; False when the connection is to be closed."""
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError:
+            return False  # the client closed its idle connection
+        if len(head) > _MAX_HEAD:
+            return False
+        lines = head.decode("latin-1").split("\r\n")
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            name, sep, value = line.partition(":")
+            if sep:
+                headers[name.strip().lower()] = value.strip()
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            raw = await _read_chunked(reader)
+        else:
+            raw = await reader.readexactly(int(headers.get("content-length") or 0))
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = {"_unparsed": raw.decode("utf-8", "replace")}
+        with self._lock:
+            self.requests.append(body)
+            self.request_headers.append(headers)
+            reply = self.script.popleft() if self.script else None
+            self.active += 1
+            self.max_active = max(self.max_active, self.active)
+        try:
+            if reply is None:
+                reply = self.responder(body)
+            reply = reply.for_request(body)
+            keep = await _send(writer, reply)
+        finally:
+            with self._lock:
+                self.active -= 1
+        return keep and headers.get("connection", "").lower() != "close"
+
+
+async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+    data = bytearray()
+    while True:
+        size = int((await reader.readuntil(b"\r\n")).split(b";")[0].strip() or b"0", 16)
+        if size == 0:
+            await reader.readuntil(b"\r\n")
+            return bytes(data)
+        data.extend(await reader.readexactly(size))
+        await reader.readexactly(2)
+
+
+def _status_line(status: int) -> bytes:
+    try:
+        reason = HTTPStatus(status).phrase
+    except ValueError:
+        reason = "Unknown"
+    return f"HTTP/1.1 {status} {reason}\r\n".encode()
+
+
+async def _send(writer: asyncio.StreamWriter, reply: Reply) -> bool:
+    """Write `reply`; False when the connection must be closed after it (a cut, a hang)."""
+    if reply.delay:
+        await asyncio.sleep(reply.delay)
+    head = [_status_line(reply.status)]
+    for key, value in reply.headers.items():
+        head.append(f"{key}: {value}\r\n".encode())
+    if reply.body is not None:
+        head.append(f"content-length: {len(reply.body)}\r\n\r\n".encode())
         if reply.cut:
-            handler.close_connection = True
-            return
-        handler.wfile.write(b"0\r\n\r\n")
-        handler.wfile.flush()
+            writer.write(b"".join(head) + reply.body[: len(reply.body) // 2])
+            await writer.drain()
+            return False
+        writer.write(b"".join(head) + reply.body)
+        await writer.drain()
+        return True
+    head.append(b"transfer-encoding: chunked\r\ncache-control: no-cache\r\n\r\n")
+    writer.write(b"".join(head))
+    await writer.drain()
+    if reply.hang:
+        await asyncio.sleep(reply.hang)
+        return False
+    for piece in reply.events:
+        if reply.chunk_delay:
+            await asyncio.sleep(reply.chunk_delay)
+        writer.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+        if reply.chunk_delay:
+            await writer.drain()
+    if reply.cut:
+        await writer.drain()
+        return False
+    writer.write(b"0\r\n\r\n")
+    await writer.drain()
+    return True

@@ -1,0 +1,166 @@
+"""The extraction fast path: the guidance path's requests, built by the same code and sent without streaming.
+
+For one input, the guidance program ``system(instructions) -> user(text) -> assistant(json("result",
+schema))`` sends a conversation of two messages and a response_format, then checks the answer. Building a
+guidance program, its interpreter and the SDK's stream objects for that costs several milliseconds of CPU per
+input, which caps one process far below DeepInfra's 200 requests in flight. Here the same node is built once
+(`answer_node`), unwrapped once, and each input's attempts are driven by `AttemptPlan` with the model
+interpreter's own `build_body` (so profiles, request defaults, sampling parameters and logprobs settings
+apply as they do to the program), then sent by `AsyncTransport`. Answers are checked by `parse_and_check`,
+refusals teach the profile through `learn_refusal`, and errors are sorted by `outcome_of_error`: nothing of
+lowering, validation or retrying is done differently from the guidance path, which a test checks by
+comparing the records and request bodies of both.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import _schema_prompts as prompts
+from ._extract_engine import Outcome, Slot
+from ._extract_inputs import Item
+from ._extract_program import DEFAULT_INSTRUCTIONS, answer_node, outcome_of_answer, outcome_of_error
+from ._extract_schema import Schema
+from ._http_async import AsyncTransport, Completion
+from ._interpreter import DeepInfraBaseInterpreter, learn_refusal
+from ._json_attempts import MAX_CONTINUATIONS, AttemptPlan, json_request, next_continuation
+from ._json_attempts import Outcome as Attempted
+from ._json_select import _short as short_schema
+from ._json_select import _unwrap
+from ._model import DeepInfra
+from ._schema_check import parse_and_check, prepare
+from .errors import InvalidProgramError, UnsupportedFeatureError
+from .limits import current_limits
+from .usage import DeepInfraUsage
+
+
+class FastExtractor:
+    """Extracts one input per call; shared by every input of a batch. Use as ``async with`` (the HTTP pool)."""
+
+    def __init__(
+        self,
+        base: DeepInfra,
+        schema: Schema,
+        *,
+        instructions: str | None,
+        max_attempts: int,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        connections: int = 256,
+    ) -> None:
+        self.schema = schema
+        self.instructions = DEFAULT_INSTRUCTIONS if instructions is None else instructions
+        self.max_attempts = max_attempts
+        self.interpreter: DeepInfraBaseInterpreter = base._interpreter  # type: ignore[assignment]
+        self.model = self.interpreter.model
+        spec = _unwrap(answer_node(schema, max_tokens=max_tokens, temperature=temperature))
+        if spec is None or spec.json_node is None:  # pragma: no cover - answer_node always builds a json node
+            raise InvalidProgramError("the extraction answer is not a json() node")
+        self.spec = spec
+        self.prepared = prepare(spec.json_node.schema)
+        self.request = json_request(self.prepared, spec.json_node.schema)
+        self.describe = f"json(schema={short_schema(spec.json_node.schema)})"
+        self.sampling_params = dict(base.sampling_params)
+        transport = base.transport
+        self.http = AsyncTransport(
+            api_key=transport._client.api_key,
+            base_url=str(transport._client.base_url),
+            timeout=transport.timeout,
+            deadline=transport.stream_deadline,
+            retry=transport.retry,
+            stats=transport.stats,
+            connections=connections,
+        )
+
+    async def __aenter__(self) -> FastExtractor:
+        await self.http.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.http.__aexit__(*exc)
+
+    async def __call__(self, item: Item, slot: Slot) -> Outcome:
+        usage = DeepInfraUsage()
+        try:
+            text = await self._answer(item.text, usage, slot)
+        except BaseException as exc:  # noqa: BLE001 - sorted (or re-raised) by outcome_of_error
+            return outcome_of_error(exc, usage.estimated_cost)
+        return outcome_of_answer(self.schema, text, usage.estimated_cost)
+
+    def messages(self, text: str) -> list[dict[str, Any]]:
+        """The conversation the guidance program sends: the instructions (if any) and the input."""
+        messages = [{"role": "system", "content": self.instructions}] if self.instructions else []
+        messages.append({"role": "user", "content": text})
+        return messages
+
+    def build_body(self, messages: list[dict[str, Any]], response_format: dict[str, Any] | None) -> dict[str, Any]:
+        return self.interpreter.build_body(
+            messages=messages,
+            sampling_params=self.sampling_params,
+            temperature=self.spec.temperature,
+            max_tokens=self.spec.max_tokens,
+            response_format=response_format,
+        )
+
+    async def _answer(self, text: str, usage: DeepInfraUsage, slot: Slot) -> str:
+        """The accepted JSON text for one input, or the `ConstraintError` of its refused attempts."""
+        budget = current_limits(self.max_attempts).token_budget
+        plan = AttemptPlan(
+            profile=lambda: self.interpreter.profile,
+            has_schema=self.prepared.user_given,
+            request=self.request,
+            feedback=lambda out: prompts.json_feedback(out.errors),
+            build_body=self.build_body,
+            messages=self.messages(text),
+            prefix="",
+            max_attempts=self.max_attempts,
+        )
+        while (body := plan.next_body()) is not None:
+            try:
+                outcome = await self._attempt(body, usage, slot)
+            except UnsupportedFeatureError as exc:
+                if plan.fall_back(exc):
+                    continue
+                raise
+            if outcome.value is not None:
+                return outcome.value
+            if plan.refused(outcome) or (budget is not None and usage.total_tokens >= budget):
+                break
+        raise plan.error(self.describe, self.model)
+
+    async def _attempt(self, body: dict[str, Any], usage: DeepInfraUsage, slot: Slot) -> Attempted:
+        raw = ""
+        for continuation in range(MAX_CONTINUATIONS + 1):
+            reply = await self._send(body, usage, slot)
+            raw += reply.text
+            finish, user_max_tokens = reply.finish_reason, self.spec.max_tokens
+            following, cut = next_continuation(body, reply.text, finish, continuation, user_max_tokens)
+            if cut is not None:
+                return Attempted(raw, None, [cut], fatal=True)
+            if following is None:
+                break
+            body = following
+        document, errors = parse_and_check(raw, self.prepared)
+        return Attempted(raw, None if errors else document, errors)
+
+    async def _send(self, body: dict[str, Any], usage: DeepInfraUsage, slot: Slot) -> Completion:
+        while True:
+            try:
+                reply = await self.http.complete(
+                    body,
+                    model=self.model,
+                    on_rate_limited=slot.congested,
+                    wait=lambda seconds: slot.wait(seconds, self.http.sleep),
+                )
+            except UnsupportedFeatureError as exc:
+                resend = learn_refusal(self.interpreter, body, exc)
+                if resend is None:
+                    raise
+                body = resend
+                continue
+            usage.calls += 1
+            if reply.usage is not None:
+                usage.add_chunk_usage(reply.usage)
+            else:
+                usage.calls_without_usage += 1
+            return reply
