@@ -1,27 +1,37 @@
-"""Batch extraction against the fake server: throughput per concurrency level, and 429s plus a SIGKILL.
+"""Batch extraction against the fake server: `extract()` beside raw openai clients, 429s, a kill and a resume.
 
-    python bench/extract.py            # prints both tables (about a minute)
-    python bench/extract.py --quick    # fewer levels and inputs
+    python bench/extract.py            # every table (about three minutes)
+    python bench/extract.py --quick    # fewer inputs, no 2 s row
 
-The fake server runs in its own process (so its work does not share the client's interpreter lock) and
-answers every request after a fixed latency, echoing the input into the JSON answer so every result can
-be checked. Throughput is printed as a ratio to the ideal ``concurrency / latency``. The second part runs
-the real CLI with 10% of answers being 429s, kills it with SIGKILL mid-run, resumes it, and checks that
-every record is present exactly once and correct.
+The fake server runs in a process of its own and answers every request after a fixed latency, echoing the
+input into the JSON answer so that every result can be checked; it reports its own CPU time, printed as its
+share of one core during each run. Each client runs in a fresh process of its own, one after the other,
+so that the figures of one run are measured side by side on the same machine: records per second, the ratio
+to the ideal ``concurrency / latency``, and the client's CPU per record. Every client validates every answer
+with jsonschema (or pydantic, for instructor) and counts wrong results.
+
+Tables:
+
+1. clients at 200 in flight, 200 ms per answer: `extract()` (fast path and guidance path), raw
+   ``openai.AsyncOpenAI`` (not streamed), raw ``openai.OpenAI`` on 200 threads (not streamed), and
+   instructor (JSON_SCHEMA mode) when it is installed; then `extract()` at 2 s per answer;
+2. 429s: 10% of answers are 429s at random, and a server that answers 429 above 40 requests in flight;
+3. the real CLI with 10% of 429s, killed with SIGKILL mid-run and resumed: every record exactly once.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
+import platform
 import random
 import re
 import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -31,47 +41,49 @@ SCHEMA = {
     "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
     "required": ["name", "age"],
 }
+CONCURRENCY = 200
 
 
 # --------------------------------------------------------------------------- the server process
 
 
-def serve(latency: float, rate_limited: float, seed: int) -> None:
+def serve(latency: float, rate_limited: float, cap: int, seed: int) -> None:
     """Run the fake server; print its base URL; answer ``stats`` lines on stdin with counters as JSON."""
     from guidance_deepinfra.testing import FakeDeepInfra, Reply
 
     rng = random.Random(seed)
-    lock = threading.Lock()
-    counts = {"requests": 0, "rate_limited": 0}
+    counts = {"requests": 0, "rate_limited": 0, "busy": 0}
 
     def responder(body: dict[str, Any]) -> Reply:
-        with lock:
-            counts["requests"] += 1
-            busy = rng.random() < rate_limited
-            counts["rate_limited"] += busy
-        if busy:
+        counts["requests"] += 1
+        if cap and counts["busy"] >= cap:
+            counts["rate_limited"] += 1
+            return Reply.error(429, {"error": {"message": "Model busy, retry later"}})
+        if rng.random() < rate_limited:
+            counts["rate_limited"] += 1
             return Reply.error(429, {"error": {"message": "Model busy, retry later"}}, delay=latency / 4)
+        if cap:  # the answer occupies the model for `latency` (responders run on the server's event loop)
+            counts["busy"] += 1
+            asyncio.get_running_loop().call_later(latency, lambda: counts.__setitem__("busy", counts["busy"] - 1))
         text = next(m["content"] for m in body["messages"] if m["role"] == "user")
         match = re.search(r"name=(\w+) age=(\d+)", text)
         answer = {"name": match.group(1), "age": int(match.group(2))} if match else {"name": "?", "age": 0}
         return Reply.text(json.dumps(answer), delay=latency, prompt_tokens=40, completion_tokens=12)
 
     with FakeDeepInfra(responder) as server:
-        server._server.request_queue_size = 512  # accept bursts of 200 connections
         print(server.base_url, flush=True)
         for line in sys.stdin:
             if line.strip() == "stats":
-                with lock:
-                    print(json.dumps(counts), flush=True)
+                print(json.dumps({**counts, "cpu": time.process_time()}), flush=True)
 
 
 class Server:
-    def __init__(self, latency: float, rate_limited: float = 0.0, seed: int = 7) -> None:
-        argv = [sys.executable, __file__, "serve", str(latency), str(rate_limited), str(seed)]
+    def __init__(self, latency: float, rate_limited: float = 0.0, cap: int = 0, seed: int = 7) -> None:
+        argv = [sys.executable, __file__, "serve", str(latency), str(rate_limited), str(cap), str(seed)]
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.base_url = self.proc.stdout.readline().strip()  # type: ignore[union-attr]
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, Any]:
         self.proc.stdin.write("stats\n")  # type: ignore[union-attr]
         self.proc.stdin.flush()  # type: ignore[union-attr]
         return json.loads(self.proc.stdout.readline())  # type: ignore[union-attr]
@@ -81,49 +93,207 @@ class Server:
         self.proc.wait(10)
 
 
-# --------------------------------------------------------------------------- part 1: throughput
+# --------------------------------------------------------------------------- the clients (one process each)
 
 
 def texts(n: int) -> list[str]:
     return [f"name=P{i} age={i}" for i in range(n)]
 
 
-def throughput(levels: list[int], latency: float, per_slot: int) -> list[tuple[Any, ...]]:
+def messages(text: str) -> list[dict[str, str]]:
+    return [{"role": "system", "content": "Extract the person as JSON."}, {"role": "user", "content": text}]
+
+
+RESPONSE_FORMAT = {"type": "json_schema", "json_schema": {"name": "person", "schema": SCHEMA, "strict": True}}
+
+
+def client_extract(base_url: str, inputs: list[str], fast: bool) -> list[Any]:
     from guidance_deepinfra.extract import extract
 
-    server = Server(latency)
-    rows = []
+    options = dict(model="bench/model", api_key="bench", base_url=base_url, fast=fast)
+    extract(texts(4), SCHEMA, concurrency=4, **options)  # warm up (imports, first connections)
+    start = time.perf_counter(), time.process_time()
+    results = extract(inputs, SCHEMA, concurrency=CONCURRENCY, **options)
+    report(start, list(results))
+    return list(results)
+
+
+def client_async_openai(base_url: str, inputs: list[str]) -> None:
+    import jsonschema
+    import openai
+
+    validator = jsonschema.Draft202012Validator(SCHEMA)
+    client = openai.AsyncOpenAI(api_key="bench", base_url=base_url, max_retries=3)
+
+    async def one(text: str, gate: asyncio.Semaphore) -> Any:
+        async with gate:
+            reply = await client.chat.completions.create(
+                model="bench/model",
+                messages=messages(text),
+                response_format=RESPONSE_FORMAT,  # type: ignore[arg-type]
+            )
+        value = json.loads(reply.choices[0].message.content or "")
+        validator.validate(value)
+        return value
+
+    async def run(batch: list[str]) -> list[Any]:
+        gate = asyncio.Semaphore(CONCURRENCY)
+        return await asyncio.gather(*(one(text, gate) for text in batch))
+
+    async def main() -> None:
+        await run(texts(4))
+        start = time.perf_counter(), time.process_time()
+        report(start, await run(inputs))
+
+    asyncio.run(main())
+
+
+def client_threaded_openai(base_url: str, inputs: list[str]) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    import jsonschema
+    import openai
+
+    from guidance_deepinfra._http import _httpx_module
+
+    httpx = _httpx_module()  # the HTTP library the installed SDK is built on
+    validator = jsonschema.Draft202012Validator(SCHEMA)
+    limits = httpx.Limits(max_connections=CONCURRENCY + 8, max_keepalive_connections=CONCURRENCY + 8)
+    http = openai.DefaultHttpxClient(limits=limits)
+    client = openai.OpenAI(api_key="bench", base_url=base_url, max_retries=3, http_client=http)
+
+    def one(text: str) -> Any:
+        reply = client.chat.completions.create(
+            model="bench/model",
+            messages=messages(text),
+            response_format=RESPONSE_FORMAT,  # type: ignore[arg-type]
+        )
+        value = json.loads(reply.choices[0].message.content or "")
+        validator.validate(value)
+        return value
+
+    with ThreadPoolExecutor(CONCURRENCY) as pool:
+        list(pool.map(one, texts(4)))
+        start = time.perf_counter(), time.process_time()
+        report(start, list(pool.map(one, inputs)))
+
+
+def client_instructor(base_url: str, inputs: list[str]) -> None:
+    import instructor
+    import openai
+    from pydantic import BaseModel
+
+    class Person(BaseModel):
+        name: str
+        age: int
+
+    client = instructor.from_openai(
+        openai.AsyncOpenAI(api_key="bench", base_url=base_url, max_retries=3), mode=instructor.Mode.JSON_SCHEMA
+    )
+
+    async def one(text: str, gate: asyncio.Semaphore) -> Any:
+        async with gate:
+            person = await client.chat.completions.create(
+                model="bench/model",
+                messages=messages(text),
+                response_model=Person,  # type: ignore[arg-type]
+            )
+        return person.model_dump()
+
+    async def run(batch: list[str]) -> list[Any]:
+        gate = asyncio.Semaphore(CONCURRENCY)
+        return await asyncio.gather(*(one(text, gate) for text in batch))
+
+    async def main() -> None:
+        await run(texts(4))
+        start = time.perf_counter(), time.process_time()
+        report(start, await run(inputs))
+
+    asyncio.run(main())
+
+
+def report(start: tuple[float, float], results: list[Any]) -> None:
+    wall, cpu = time.perf_counter() - start[0], time.process_time() - start[1]
+    wrong = sum(r != {"name": f"P{i}", "age": i} for i, r in enumerate(results))
+    print(json.dumps({"wall": wall, "cpu": cpu, "wrong": wrong, "n": len(results)}), flush=True)
+
+
+def client(name: str, base_url: str, n: int) -> None:
+    inputs = texts(n)
+    if name == "extract":
+        client_extract(base_url, inputs, fast=True)
+    elif name == "extract-guidance":
+        client_extract(base_url, inputs, fast=False)
+    elif name == "async-openai":
+        client_async_openai(base_url, inputs)
+    elif name == "threaded-openai":
+        client_threaded_openai(base_url, inputs)
+    elif name == "instructor":
+        client_instructor(base_url, inputs)
+    else:
+        raise SystemExit(f"unknown client {name}")
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+LABELS = {
+    "extract": "extract() (fast path: aiohttp, not streamed)",
+    "extract-guidance": "extract(fast=False) (guidance program, streamed)",
+    "async-openai": "raw openai.AsyncOpenAI, not streamed",
+    "threaded-openai": "raw openai.OpenAI + 200 threads, not streamed",
+    "instructor": "instructor (AsyncOpenAI, JSON_SCHEMA mode)",
+}
+
+
+def measure(name: str, latency: float, n: int, **server_options: Any) -> dict[str, Any]:
+    """Run client `name` over `n` inputs against a fresh server; the client's and the server's figures."""
+    server = Server(latency, **server_options)
     try:
-        extract(texts(4), SCHEMA, model="bench/model", api_key="bench", base_url=server.base_url)  # warm up
-        for level in levels:
-            n = max(40, per_slot * level)
-            start, cpu_start = time.perf_counter(), time.process_time()
-            results = extract(
-                texts(n), SCHEMA, model="bench/model", api_key="bench", base_url=server.base_url, concurrency=level
-            )
-            elapsed = time.perf_counter() - start
-            cpu = time.process_time() - cpu_start
-            wrong = sum(r != {"name": f"P{i}", "age": i} for i, r in enumerate(results))
-            ideal = level / latency
-            rows.append(
-                (
-                    level,
-                    n,
-                    f"{elapsed:.2f}",
-                    f"{n / elapsed:.1f}",
-                    f"{ideal:.1f}",
-                    f"{n / elapsed / ideal:.2f}",
-                    f"{cpu / elapsed:.0%}",
-                    f"{cpu / n * 1000:.1f}",
-                    wrong,
-                )  # fmt: skip
-            )
+        before = server.stats()
+        argv = [sys.executable, __file__, "client", name, server.base_url, str(n)]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+        after = server.stats()
     finally:
         server.close()
-    return rows
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        return {"name": name, "error": (done.stderr.strip().splitlines() or ["no output"])[-1]}
+    figures = json.loads(lines[-1])
+    figures["rate"] = figures["n"] / figures["wall"]
+    figures["server_cpu"] = (after["cpu"] - before["cpu"]) / figures["wall"]  # includes the warm-up: an upper bound
+    figures["rate_limited"] = after["rate_limited"] - before["rate_limited"]
+    figures["requests"] = after["requests"] - before["requests"]
+    figures["name"] = name
+    return figures
 
 
-# --------------------------------------------------------------------------- part 2: 429s and a kill
+def row(figures: dict[str, Any], ideal: float, latency: float, baseline: float | None = None) -> tuple[Any, ...]:
+    label = LABELS.get(figures["name"], figures["name"])
+    if "error" in figures:
+        return (label, f"{latency * 1000:.0f}", "-", "-", "-", "-", "-", "-", figures["error"][:60])
+    cells: tuple[Any, ...] = (
+        label,
+        f"{latency * 1000:.0f}",
+        figures["n"],
+        f"{figures['rate']:.0f}",
+        f"{figures['rate'] / ideal:.2f}",
+        f"{figures['cpu'] / figures['n'] * 1000:.2f}",
+        f"{figures['server_cpu']:.0%}",
+        figures["wrong"],
+    )
+    if baseline is not None:
+        cells += (f"{figures['rate'] / baseline:.2f}", f"{figures['rate_limited']}/{figures['requests']}")
+    return cells
+
+
+def installed(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+# --------------------------------------------------------------------------- part 3: 429s and a kill
 
 
 def cli(folder: Path, base_url: str, concurrency: int) -> subprocess.Popen[str]:
@@ -183,42 +353,89 @@ def kill_and_resume(n: int, concurrency: int, latency: float) -> tuple[list[tupl
 
 
 def table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> str:
-    """A plain-text table: numbers right-aligned, text left-aligned."""
-    widths = [max(len(str(x)) for x in column) for column in zip(header, *rows, strict=True)]
+    """A Markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(x) for x in r) + " |" for r in rows]
+    return "\n".join(lines)
 
-    def cell(value: Any, width: int) -> str:
-        text = str(value)
-        return text.rjust(width) if re.fullmatch(r"[-\d.%() ]+", text) else text.ljust(width)
 
-    def line(row: tuple[Any, ...]) -> str:
-        return "  ".join(cell(x, w) for x, w in zip(row, widths, strict=True)).rstrip()
-
-    return "\n".join([line(header), line(tuple("-" * w for w in widths)), *map(line, rows)])
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        names = [line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, load average {load:.1f} at start"
 
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "serve":
-        serve(float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]))
+        serve(float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "client":
+        client(sys.argv[2], sys.argv[3], int(sys.argv[4]))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--latency", type=float, default=0.2)
+    parser.add_argument("--quick", action="store_true", help="fewer inputs, no 2 s row")
+    parser.add_argument("--only", default="", help="run only these tables, e.g. 1,2")
     args = parser.parse_args()
-    levels = [1, 8, 32] if args.quick else [1, 8, 32, 64, 128, 200]
-    rows = throughput(levels, args.latency, per_slot=3 if args.quick else 5)
-    print(f"Throughput against the fake server, {args.latency * 1000:.0f} ms per answer (one client process):")
-    print(
-        table(
-            ("concurrency", "inputs", "seconds", "rec/s", "ideal rec/s", "ratio", "client CPU", "CPU ms/rec", "wrong"),
-            rows,
+    parts = set(args.only.split(",")) if args.only else {"1", "2", "3"}
+    big, small = (1000, 500) if args.quick else (4000, 2000)
+    print(f"machine: {machine()}\n")
+    header = ("client", "latency ms", "inputs", "rec/s", "ratio to ideal", "client CPU ms/rec", "server CPU", "wrong")
+    if "1" in parts:
+        latency = 0.2
+        ideal = CONCURRENCY / latency
+        rows = []
+        clients = [("extract", big), ("async-openai", big), ("threaded-openai", small), ("extract-guidance", small)]
+        clients.append(("instructor", small) if installed("instructor") else ("instructor (not installed)", 0))
+        for name, n in clients:
+            figures = measure(name, latency, n) if n else {"name": name, "error": "not installed"}
+            rows.append(row(figures, ideal, latency))
+            print(" ", rows[-1], flush=True)
+        if not args.quick:
+            figures = measure("extract", 2.0, small)
+            rows.append(row(figures, CONCURRENCY / 2.0, 2.0))
+        print(f"\n1. {CONCURRENCY} in flight, ideal = {CONCURRENCY} / latency (one client process each):\n")
+        print(table(header, rows))
+        print()
+    if "2" in parts:
+        latency = 0.2
+        ideal = CONCURRENCY / latency
+        plain = measure("extract", latency, big)
+        random429 = measure("extract", latency, big, rate_limited=0.10)
+        capped = measure("extract", latency, small, cap=40)
+        rows = [
+            ("no 429s", *row(plain, ideal, latency, plain["rate"])[2:]),
+            ("10% random 429s", *row(random429, ideal, latency, plain["rate"])[2:]),
+            ("server capped at 40 in flight (ideal 200 rec/s)", *row(capped, 40 / latency, latency, 40 / latency)[2:]),
+        ]
+        print(f"2. extract() at concurrency {CONCURRENCY}, {latency * 1000:.0f} ms per answer, with 429s:\n")
+        print(
+            table(
+                (
+                    "server",
+                    "inputs",
+                    "rec/s",
+                    "ratio to ideal",
+                    "client CPU ms/rec",
+                    "server CPU",
+                    "wrong",
+                    "ratio to reference",
+                    "429s/requests",
+                ),  # fmt: skip
+                rows,
+            )
         )
-    )
-    print()
-    n, level = (200, 16) if args.quick else (600, 64)
-    print(f"10% 429s, SIGKILL at ~40% and resume ({args.latency * 1000:.0f} ms per answer, CLI subprocesses):")
-    rows, summary = kill_and_resume(n, level, args.latency)
-    print(table(("measure", "value"), rows))
-    print("resumed run's own report:", *summary, sep="\n  ")
+        print("\n(reference: the run without 429s; for the capped server, its ideal 40 / latency)\n")
+    if "3" in parts:
+        n, level = (400, 32) if args.quick else (2000, 200)
+        print(f"3. the CLI with 10% 429s, SIGKILL at ~40% and resume (200 ms per answer, concurrency {level}):\n")
+        rows3, summary = kill_and_resume(n, level, 0.2)
+        print(table(("measure", "value"), rows3))
+        print("\nresumed run's own report:", *summary, sep="\n  ")
 
 
 if __name__ == "__main__":

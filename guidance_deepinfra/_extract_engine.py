@@ -46,10 +46,13 @@ class Failed:
 
 @dataclass
 class Retry:
+    """A transient failure; `pause` is the server's Retry-After of a 429, which holds every new request."""
+
     error_type: str
     message: str
     cost: float = 0.0
     rate_limited: bool = False
+    pause: float = 0.0
 
 
 Outcome = Done | Failed | Retry
@@ -241,9 +244,11 @@ class Batch:
         with self.counts.lock:
             self.counts.requeued += 1
         self._progress()
-        if outcome.rate_limited:
-            # The transport waited (honouring Retry-After) and still got 429s: hold all new requests.
-            self.limiter.congested(pause=delay)
+        if outcome.pause > 0:
+            # The server said how long to wait (Retry-After) and the transport's retries did not outlast it:
+            # hold every new request for that long. Without Retry-After, the 429s have already narrowed the
+            # window, and only this input waits: a pause of everything for a random 429 would idle every slot.
+            self.limiter.congested(pause=outcome.pause)
         else:
             assert self._stop_event is not None
             try:

@@ -253,7 +253,8 @@ def outcome_of_error(exc: BaseException, cost: float) -> Outcome:
     if isinstance(exc, FATAL_ERRORS) or not isinstance(exc, Exception):
         raise exc
     if isinstance(exc, RateLimitError):
-        return Retry(type(exc).__name__, str(exc), cost, rate_limited=True)
+        pause = getattr(exc, "retry_after", None) or 0.0  # set by the fast path's transport
+        return Retry(type(exc).__name__, str(exc), cost, rate_limited=True, pause=pause)
     if isinstance(exc, TRANSIENT_ERRORS):
         return Retry(type(exc).__name__, str(exc), cost)
     if isinstance(exc, ConstraintError):
@@ -264,9 +265,10 @@ def outcome_of_error(exc: BaseException, cost: float) -> Outcome:
 
 
 def outcome_of_answer(schema: Schema, text: str, cost: float) -> Outcome:
-    """The accepted JSON text as the user's value (validated again against the complete schema)."""
+    """The accepted JSON text as the user's value: pydantic types are built (and checked) here; a JSON schema
+    was checked by json() with the same validator."""
     try:
-        value = schema.parse(text)
+        value = schema.parse(text, checked=True)  # json() accepted it against this schema's own validator
     except (ValueError, pydantic.ValidationError) as exc:
         return Failed("ValidationError", _short(f"{exc}; answer: {text}"), cost)
     return Done(value, cost, stored=schema.dump(value))

@@ -54,13 +54,19 @@ class Schema:
                 f"the schema {_name(schema)} has no usable JSON schema: {type(exc).__name__}: {_first_line(exc)}"
             ) from None
 
-    def parse(self, text: str) -> Any:
-        """The validated value of an answer (raises ValueError/ValidationError when it does not fit)."""
+    def parse(self, text: str, *, checked: bool = False) -> Any:
+        """The validated value of an answer (raises ValueError/ValidationError when it does not fit).
+
+        `checked` says `text` was already accepted by json()'s check of this same JSON schema, so a plain
+        JSON schema is not validated twice (pydantic types still build their value here).
+        """
         if self.model is not None:
             return self.model.model_validate_json(text)
         if self.adapter is not None:
             return self.adapter.validate_json(text)
         value = jsonlib.loads(text)
+        if checked:
+            return value
         errors = sorted(self._validator.iter_errors(value), key=lambda e: list(e.path))
         if errors:
             raise ValueError("; ".join(f"{'/'.join(map(str, e.path)) or '(root)'}: {e.message}" for e in errors[:5]))

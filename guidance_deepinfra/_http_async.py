@@ -131,6 +131,8 @@ class AsyncTransport:
                         on_rate_limited()
                 delay = retry_wait(self.retry, attempt, error, retry_after)
                 if delay is None:
+                    if isinstance(error, RateLimitError) and retry_after is not None:
+                        error.retry_after = retry_after  # type: ignore[attr-defined]  # the batch pauses for it
                     raise error from None
             except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
                 delay = retry_wait(self.retry, attempt, None, None)

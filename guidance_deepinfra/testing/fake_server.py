@@ -4,7 +4,7 @@ It listens on 127.0.0.1 only, records every request body, and answers from a scr
 (or a responder function when the script is empty). Replies model what DeepInfra documents: SSE chunks of
 ``chat.completion.chunk`` objects, usage with ``estimated_cost`` on the chunk that carries
 ``finish_reason`` (no ``stream_options`` needed), ``reasoning_content`` deltas, tool-call deltas, and its
-error bodies; a request with ``"stream": false`` gets one ``chat.completion`` JSON body instead. Faults
+error bodies; a request without ``"stream": true`` gets one ``chat.completion`` JSON body instead. Faults
 (429 with Retry-After, 5xx, 405, malformed SSE, truncation, latency, hangs, HTML bodies) are replies like
 any other, so the real clients are exercised over real HTTP.
 
@@ -107,7 +107,7 @@ class Reply:
             if isinstance(stops, str):
                 stops = [stops]
             hits = [text.find(s) for s in stops if s and s in text]
-            now = cls._text_now if body.get("stream", True) is not False else cls._completion_now
+            now = cls._text_now if body.get("stream") else cls._completion_now  # absent means not streamed
             if hits:
                 cut_at = min(hits)
                 return now(text[:cut_at], **{**options, "pieces": None, "finish_reason": "stop"})
@@ -203,7 +203,7 @@ class Reply:
         model: str,
         cut: bool,
     ) -> Reply:
-        """The same answer as one ``chat.completion`` body, for a request with ``"stream": false``.
+        """The same answer as one ``chat.completion`` body, for a request that does not ask for a stream.
 
         A streamed answer's chunk delays add up to the time before this one is sent; `cut` drops the
         connection halfway through the body.
