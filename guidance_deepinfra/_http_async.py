@@ -21,6 +21,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlparse
+from urllib.request import getproxies, proxy_bypass
 
 import aiohttp
 
@@ -72,8 +74,14 @@ class AsyncTransport:
         stats: CallStats | None = None,
         connections: int = 256,
     ) -> None:
-        self._url = check_base_url(base_url) + "/chat/completions"
+        url = urlparse(check_base_url(base_url))
+        host = f"[{url.hostname}]" if url.hostname and ":" in url.hostname else url.hostname
+        netloc = f"{host}:{url.port}" if url.port is not None else str(host)
+        # User info in base_url is never sent (the key goes in the Authorization header only).
+        self._url = f"{url.scheme}://{netloc}{url.path}/chat/completions" + (f"?{url.query}" if url.query else "")
         self.base_url = display_url(check_base_url(base_url))
+        self._proxy: Any = None
+        self._proxy_auth: Any = None
         self._headers = {
             "Authorization": f"Bearer {check_api_key(api_key)}",
             "Content-Type": "application/json",
@@ -89,6 +97,7 @@ class AsyncTransport:
         return f"AsyncTransport(base_url={self.base_url!r})"
 
     async def __aenter__(self) -> AsyncTransport:
+        self._proxy, self._proxy_auth = env_proxy(self._url)
         connector = aiohttp.TCPConnector(limit=self._connections, limit_per_host=0, ttl_dns_cache=300)
         self._session = aiohttp.ClientSession(
             connector=connector, timeout=self._timeout, headers=self._headers, trust_env=False
@@ -164,7 +173,10 @@ class AsyncTransport:
 
     async def _post(self, data: bytes, *, model: str | None) -> Completion:
         assert self._session is not None, "use AsyncTransport inside `async with`"
-        async with self._session.post(self._url, data=data, allow_redirects=False) as response:
+        post = self._session.post(
+            self._url, data=data, allow_redirects=False, proxy=self._proxy, proxy_auth=self._proxy_auth
+        )
+        async with post as response:
             status = response.status
             if 300 <= status < 400:
                 raise redirect_error(response.headers.get("location"), status, model=model)
@@ -264,3 +276,27 @@ def _error_in_body(value: dict[str, Any], *, model: str | None) -> APIError | No
     if isinstance(code, int) and 400 <= code < 600:
         return error_from_status(code, value, model=model)
     return APIError(f"DeepInfra reported an error: {parse_error_body(value).message}", model=model)
+
+
+_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def env_proxy(url: str) -> tuple[str | None, aiohttp.BasicAuth | None]:
+    """The proxy for `url` from HTTPS_PROXY / HTTP_PROXY / ALL_PROXY and NO_PROXY, as the SDK transport reads
+    them; a loopback address (a local test server) is never proxied. ``~/.netrc`` is not read."""
+    parsed = urlparse(url)
+    host = parsed.hostname or ""
+    if host in _LOOPBACK:
+        return None, None
+    proxies = getproxies()
+    proxy = proxies.get(parsed.scheme) or proxies.get("all")
+    if not proxy or proxy_bypass(host):
+        return None, None
+    if "://" not in proxy:
+        proxy = "http://" + proxy
+    proxy_url = urlparse(proxy)
+    auth = None
+    if proxy_url.username is not None:
+        auth = aiohttp.BasicAuth(proxy_url.username, proxy_url.password or "")
+        proxy = proxy.replace(proxy_url.netloc, proxy_url.netloc.rpartition("@")[2], 1)
+    return proxy, auth

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import threading
 from pathlib import Path
@@ -153,12 +154,26 @@ def test_both_paths_send_the_same_requests_and_write_the_same_records(tmp_path: 
     assert retried and all("minimum" in b["messages"][-1]["content"] for b in retried)
 
 
-def test_an_error_no_input_can_fix_is_raised_typed_without_the_key(tmp_path: Path) -> None:
+def test_errors_and_logs_of_the_fast_path_never_hold_the_key(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)  # every logger, aiohttp's included
+    answers = iter([Reply.rate_limited(), Reply.error(500, {"detail": "down"}), Reply.text('{"name": "A", "age": 1}')])
+    with FakeDeepInfra(lambda body: next(answers)) as fake:
+        retry = RetryPolicy(sleep=lambda seconds: None)
+        failures = extract(["name=A age=1"], Person, api_key=KEY, base_url=fake.base_url, retry=retry)
+    assert failures == [Person(name="A", age=1)]
     with FakeDeepInfra(lambda body: Reply.error(401, {"detail": "invalid token"})) as fake:
         with pytest.raises(AuthenticationError, match="invalid token") as raised:
             extract(["name=A age=1"] * 20, Person, api_key=KEY, base_url=fake.base_url, concurrency=2)
     assert KEY not in str(raised.value) and KEY not in repr(raised.value)
     assert fake.request_headers[0]["authorization"] == f"Bearer {KEY}"  # the key went only where it belongs
+    assert caplog.records and not [r for r in caplog.records if KEY in r.getMessage() or KEY in str(r.args)]
+
+
+def test_user_info_in_the_base_url_is_not_sent(tmp_path: Path) -> None:
+    with FakeDeepInfra(lambda body: Reply.text('{"name": "A", "age": 1}')) as fake:
+        with_user = fake.base_url.replace("http://", "http://someone:secret@")
+        assert extract(["name=A age=1"], Person, api_key=KEY, base_url=with_user) == [Person(name="A", age=1)]
+    assert fake.request_headers[0]["authorization"] == f"Bearer {KEY}"
 
 
 def test_malformed_answers_and_stalled_servers_become_typed_failure_records() -> None:
@@ -207,3 +222,17 @@ def test_aextract_runs_inside_an_event_loop_and_extract_works_from_one_too() -> 
     assert awaited == [Person(name=f"P{i}", age=i) for i in range(30)]
     assert blocking == [Person(name="Q", age=9)]
     assert ticks > 3
+
+
+def test_proxy_variables_are_honoured_except_for_a_loopback_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    from guidance_deepinfra._http_async import env_proxy
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://user:pw@proxy.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "skip.example")
+    proxy, auth = env_proxy("https://api.deepinfra.com/v1/openai/chat/completions")
+    assert proxy == "http://proxy.internal:3128" and auth is not None and auth.login == "user"
+    assert env_proxy("https://skip.example/v1/chat/completions") == (None, None)
+    assert env_proxy("http://127.0.0.1:8000/v1/chat/completions") == (None, None)
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.internal:3128")
+    with FakeDeepInfra(lambda body: Reply.text('{"name": "A", "age": 1}')) as fake:  # reached directly
+        assert extract(["name=A age=1"], Person, api_key=KEY, base_url=fake.base_url) == [Person(name="A", age=1)]
