@@ -116,7 +116,9 @@ def make_model(
         if api_key or base_url or model_options:
             raise ConfigurationError("api_key, base_url and model options go to DeepInfra(...), not beside it")
         return model
-    policy = dataclasses.replace(retry) if retry is not None else RetryPolicy(max_retries=2)
+    # The window of requests in flight is what backs off from a real limit; each request's own backoff can be
+    # short, so that an input that met a random 429 does not trail the batch by seconds.
+    policy = dataclasses.replace(retry) if retry is not None else RetryPolicy(max_retries=2, base_delay=0.25)
     model_options.setdefault("echo", False)
     return DeepInfra(model, api_key=api_key, base_url=base_url, retry=policy, **model_options)
 
@@ -335,7 +337,8 @@ async def aextract(
     max_requeues, retry:
         An input whose request still fails transiently (429, 5xx, timeout) after the transport's retries is
         run again, up to `max_requeues` times, after ``retry.delay`` (the transport's `RetryPolicy`,
-        default 2 retries per request). A 429 also pauses every new request for that delay.
+        default 2 retries per request, backoff from 0.25 s). A 429 whose Retry-After outlasts the retries
+        pauses every new request for that long.
     output, errors:
         JSONL files. Each finished result is appended to `output` (``{"id", "result", "estimated_cost"}``)
         and fsynced before it counts as done; a rerun with the same `output` skips the ids already there and

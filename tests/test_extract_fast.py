@@ -11,6 +11,7 @@ import json
 import logging
 import re
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -236,3 +237,22 @@ def test_proxy_variables_are_honoured_except_for_a_loopback_address(monkeypatch:
     monkeypatch.setenv("HTTP_PROXY", "http://proxy.internal:3128")
     with FakeDeepInfra(lambda body: Reply.text('{"name": "A", "age": 1}')) as fake:  # reached directly
         assert extract(["name=A age=1"], Person, api_key=KEY, base_url=fake.base_url) == [Person(name="A", age=1)]
+
+
+def test_a_retry_after_that_outlasts_the_retries_holds_every_new_request() -> None:
+    sent: list[tuple[float, str]] = []
+
+    def responder(body: dict[str, Any]) -> Reply:
+        text = user_text(body)
+        sent.append((time.monotonic(), text))
+        if text == "name=A age=1" and sum(t == text for _, t in sent) == 1:
+            return Reply.rate_limited(retry_after=0.4)
+        return Reply.text(json.dumps({"name": text[5], "age": 1}), delay=0.01)
+
+    inputs = ["name=A age=1"] + [f"name={c} age=1" for c in "BCDEFGH"]
+    with FakeDeepInfra(responder) as fake:
+        retry = RetryPolicy(max_retries=0)
+        results = extract(inputs, Person, api_key=KEY, base_url=fake.base_url, retry=retry, concurrency=1)
+    assert [r.name for r in results] == list("ABCDEFGH") and results.requeued == 1
+    first_429 = sent[0][0]
+    assert sent[1][0] - first_429 >= 0.35  # nothing was sent during the server's Retry-After
