@@ -12,9 +12,10 @@ with jsonschema (or pydantic, for instructor) and counts wrong results.
 
 Tables:
 
-1. clients at 200 in flight, 200 ms per answer: `extract()` (fast path and guidance path), raw
-   ``openai.AsyncOpenAI`` (not streamed), raw ``openai.OpenAI`` on 200 threads (not streamed), and
-   instructor (JSON_SCHEMA mode) when it is installed; then `extract()` at 2 s per answer;
+1. clients at 200 in flight, 200 ms per answer: `extract()` (fast path and guidance path), a bare aiohttp
+   loop that checks nothing (what any asyncio client gets on this machine), raw ``openai.AsyncOpenAI`` (not
+   streamed), raw ``openai.OpenAI`` on 200 threads (not streamed), and instructor (JSON_SCHEMA mode) when
+   it is installed; then `extract()` at 2 s per answer;
 2. 429s: 10% of answers are 429s at random, and a server that answers 429 above 40 requests in flight;
 3. the real CLI with 10% of 429s, killed with SIGKILL mid-run and resumed: every record exactly once.
 """
@@ -212,6 +213,28 @@ def client_instructor(base_url: str, inputs: list[str]) -> None:
     asyncio.run(main())
 
 
+def client_bare_aiohttp(base_url: str, inputs: list[str]) -> None:
+    """No SDK, no checks: one POST per input and ``json.loads`` of the answer, the floor of any asyncio client."""
+    import aiohttp
+
+    async def main() -> None:
+        connector = aiohttp.TCPConnector(limit=CONCURRENCY + 8)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            gate = asyncio.Semaphore(CONCURRENCY)
+
+            async def one(text: str) -> Any:
+                body = {"model": "bench/model", "messages": messages(text), "response_format": RESPONSE_FORMAT}
+                async with gate, session.post(base_url + "/chat/completions", json=body) as response:
+                    reply = await response.json()
+                return json.loads(reply["choices"][0]["message"]["content"])
+
+            await asyncio.gather(*(one(text) for text in texts(4)))
+            start = time.perf_counter(), time.process_time()
+            report(start, await asyncio.gather(*(one(text) for text in inputs)))
+
+    asyncio.run(main())
+
+
 def report(start: tuple[float, float], results: list[Any]) -> None:
     wall, cpu = time.perf_counter() - start[0], time.process_time() - start[1]
     wrong = sum(r != {"name": f"P{i}", "age": i} for i, r in enumerate(results))
@@ -230,6 +253,8 @@ def client(name: str, base_url: str, n: int) -> None:
         client_threaded_openai(base_url, inputs)
     elif name == "instructor":
         client_instructor(base_url, inputs)
+    elif name == "bare-aiohttp":
+        client_bare_aiohttp(base_url, inputs)
     else:
         raise SystemExit(f"unknown client {name}")
 
@@ -243,6 +268,7 @@ LABELS = {
     "async-openai": "raw openai.AsyncOpenAI, not streamed",
     "threaded-openai": "raw openai.OpenAI + 200 threads, not streamed",
     "instructor": "instructor (AsyncOpenAI, JSON_SCHEMA mode)",
+    "bare-aiohttp": "reference: bare aiohttp loop, no checks (this machine's floor)",
 }
 
 
@@ -389,7 +415,8 @@ def main() -> None:
         latency = 0.2
         ideal = CONCURRENCY / latency
         rows = []
-        clients = [("extract", big), ("async-openai", big), ("threaded-openai", small), ("extract-guidance", small)]
+        clients = [("extract", big), ("bare-aiohttp", big), ("async-openai", big), ("threaded-openai", small)]
+        clients.append(("extract-guidance", small))
         clients.append(("instructor", small) if installed("instructor") else ("instructor (not installed)", 0))
         for name, n in clients:
             figures = measure(name, latency, n) if n else {"name": name, "error": "not installed"}
