@@ -217,11 +217,13 @@ def test_aextract_runs_inside_an_event_loop_and_extract_works_from_one_too() -> 
             beat.cancel()
             # A notebook cell calling the blocking form while its loop runs: the batch gets its own thread.
             blocking = extract(["name=Q age=9"], Person, **options)
-            return awaited, blocking, ticks
+            # The blocking form on a worker thread of a program whose loop runs elsewhere.
+            threaded = await asyncio.to_thread(extract, ["name=R age=8"], Person, **options)
+            return awaited, blocking + threaded, ticks
 
         awaited, blocking, ticks = asyncio.run(service())
     assert awaited == [Person(name=f"P{i}", age=i) for i in range(30)]
-    assert blocking == [Person(name="Q", age=9)]
+    assert blocking == [Person(name="Q", age=9), Person(name="R", age=8)]
     assert ticks > 3
 
 
