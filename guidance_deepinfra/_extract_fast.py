@@ -66,7 +66,6 @@ class FastExtractor:
             api_key=transport._client.api_key,
             base_url=str(transport._client.base_url),
             timeout=transport.timeout,
-            deadline=transport.stream_deadline,
             retry=transport.retry,
             stats=transport.stats,
             connections=connections,

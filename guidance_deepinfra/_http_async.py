@@ -8,8 +8,9 @@ errors are typed by `errors.error_from_status`, Retry-After is read by `parse_re
 decision and backoff are `retry_wait` with the model's `RetryPolicy`, redirects are refused as in the SDK
 transport. The key is sent only in the Authorization header and appears in no error or log.
 
-Every phase of a request is bounded: connecting and each read by ``timeout``, the whole request (headers
-and body included) by ``deadline``.
+Every phase of an attempt is bounded: connecting, sending, waiting for the answer and reading it share one
+deadline of ``timeout`` seconds, as a body that is not a stream does on the SDK transport, so a server that
+trickles its headers or its body a byte at a time cannot hold a request past it.
 """
 
 from __future__ import annotations
@@ -69,7 +70,6 @@ class AsyncTransport:
         api_key: str,
         base_url: str,
         timeout: float | None = 120.0,
-        deadline: float | None = 900.0,
         retry: RetryPolicy | None = None,
         stats: CallStats | None = None,
         connections: int = 256,
@@ -89,7 +89,7 @@ class AsyncTransport:
         }
         self.retry = retry or RetryPolicy()
         self.stats = stats or CallStats()
-        self._timeout = aiohttp.ClientTimeout(total=deadline, sock_connect=timeout, sock_read=timeout)
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._connections = connections
         self._session: aiohttp.ClientSession | None = None
 
@@ -219,7 +219,9 @@ async def _body_start(response: aiohttp.ClientResponse) -> str:
             if not piece:
                 break
             data.extend(piece)
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError):  # the body is only used for the message
+    except asyncio.TimeoutError:
+        raise  # the attempt's deadline passed while the body trickled in: a timeout, as on the SDK transport
+    except (aiohttp.ClientError, OSError):  # the body is only used for the message
         pass
     return bytes(data).decode("utf-8", errors="replace")
 

@@ -325,9 +325,10 @@ async def aextract(
         The system message; ``None`` for a short default, ``""`` for none.
     model, api_key, base_url, **model_options:
         A model name plus `DeepInfra` options, or a ready `DeepInfra` object (then no other model options).
-        The fast path uses the model's key, base_url, timeout, stream_deadline (as the bound of each whole
-        request), retry policy, request defaults, sampling parameters and profiles; an ``http_client`` or
-        other openai client options given to the model apply only with ``fast=False``.
+        The fast path uses the model's key, base_url, timeout (the bound of each whole attempt: connecting,
+        waiting for the answer and reading it), retry policy, request defaults, sampling parameters and
+        profiles; an ``http_client`` or other openai client options given to the model apply only with
+        ``fast=False``.
     concurrency:
         The most requests in flight, 1..200 (DeepInfra allows 200 concurrent requests per model). Each 429
         narrows the window by one slot (by at most half per round trip) and each success widens it by a

@@ -258,3 +258,24 @@ def test_a_retry_after_that_outlasts_the_retries_holds_every_new_request() -> No
     assert [r.name for r in results] == list("ABCDEFGH") and results.requeued == 1
     first_429 = sent[0][0]
     assert sent[1][0] - first_429 >= 0.35  # nothing was sent during the server's Retry-After
+
+
+@pytest.mark.parametrize("case", ["headers", "error body", "answer body"])
+def test_a_server_that_trickles_cannot_hold_a_fast_path_request_past_the_timeout(case: str) -> None:
+    from test_reliability_timeouts import TricklingServer, _response
+
+    answer = b'{"choices": [{"message": {"content": "{}"}, "finish_reason": "stop"}]}' + b" " * 60
+    head, body = {
+        "headers": (b"", _response("200 OK", "application/json", 0) + b"x" * 60),
+        "error body": (_response("500 Internal Server Error", "application/json", 100), b"{" + b" " * 99),
+        "answer body": (_response("200 OK", "application/json", len(answer)), answer),
+    }[case]
+    retry = RetryPolicy(max_retries=1, sleep=lambda seconds: None)
+    with TricklingServer(head, body, pause=0.3) as server:  # 20 s or more to finish each answer
+        started = time.monotonic()
+        results = extract(
+            ["x"], Person, api_key=KEY, base_url=server.base_url, timeout=1.0, retry=retry, max_requeues=0
+        )
+        elapsed = time.monotonic() - started
+    assert results[0].error_type == "RequestTimeoutError" and "after 2 attempts" in results[0].message
+    assert server.requests == 2 and elapsed < 2 * 1.0 + 2.5, elapsed
