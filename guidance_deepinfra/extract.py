@@ -157,6 +157,11 @@ async def arun_extraction(
     task: Task
     rate_limited_before = base.transport.stats.rate_limited
     options = dict(instructions=instructions, max_attempts=max_attempts, max_tokens=max_tokens, temperature=temperature)
+    if fast and not getattr(base.transport, "bounds_every_phase", True):
+        raise ConfigurationError(
+            "the model was given its own http_client, which only the guidance path uses: pass fast=False to "
+            "send every request through it, or drop http_client to use the fast path"
+        )
     if fast:
         task = FastExtractor(base, parsed, connections=concurrency + 8, **options)  # type: ignore[arg-type]
     else:
@@ -327,8 +332,8 @@ async def aextract(
         A model name plus `DeepInfra` options, or a ready `DeepInfra` object (then no other model options).
         The fast path uses the model's key, base_url, timeout (the bound of each whole attempt: connecting,
         waiting for the answer and reading it), retry policy, request defaults, sampling parameters and
-        profiles; an ``http_client`` or other openai client options given to the model apply only with
-        ``fast=False``.
+        profiles. An ``http_client`` given to the model is used only with ``fast=False`` (the fast path
+        refuses to run beside it rather than ignore it); other openai client options apply only there too.
     concurrency:
         The most requests in flight, 1..200 (DeepInfra allows 200 concurrent requests per model). Each 429
         narrows the window by one slot (by at most half per round trip) and each success widens it by a

@@ -279,3 +279,17 @@ def test_a_server_that_trickles_cannot_hold_a_fast_path_request_past_the_timeout
         elapsed = time.monotonic() - started
     assert results[0].error_type == "RequestTimeoutError" and "after 2 attempts" in results[0].message
     assert server.requests == 2 and elapsed < 2 * 1.0 + 2.5, elapsed
+
+
+def test_an_http_client_of_the_users_is_refused_by_the_fast_path_and_used_by_the_other() -> None:
+    import openai
+
+    from guidance_deepinfra import ConfigurationError
+
+    with FakeDeepInfra(lambda body: Reply.text('{"name": "A", "age": 1}')) as fake:
+        options = dict(api_key=KEY, base_url=fake.base_url, logprobs=False)
+        with pytest.raises(ConfigurationError, match="fast=False"):
+            extract(["name=A age=1"], Person, http_client=openai.DefaultHttpxClient(), **options)
+        assert fake.requests == []
+        slow = extract(["name=A age=1"], Person, http_client=openai.DefaultHttpxClient(), fast=False, **options)
+    assert slow == [Person(name="A", age=1)] and fake.requests[0]["stream"] is True
