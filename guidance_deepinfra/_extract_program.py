@@ -123,11 +123,12 @@ class _RateLimitWatch:
     def check(self) -> None:
         total = self.transport.stats.rate_limited
         with self._lock:
-            new = total > self._seen
+            new = max(0, total - self._seen)
             self._seen = max(self._seen, total)
         signal = getattr(self._local, "signal", None)
-        if new and signal is not None:
-            signal()
+        if signal is not None:
+            for _ in range(new):
+                signal()  # one slot per 429, as on the fast path
 
     def sleeping(self, sleep: Callable[[float], None]) -> Callable[[float], None]:
         """Wrap the transport's backoff sleep so a 429 cuts the window before the wait, not after it."""
