@@ -75,11 +75,21 @@ class Slot:
         self.limiter.congested(self.ticket)
 
     async def wait(self, seconds: float, sleep: Callable[[float], Awaitable[None]] | None = None) -> None:
-        self.limiter.release(self.ticket, succeeded=False)
-        self.held = False
+        self.release(answered=False)
         await (sleep or asyncio.sleep)(seconds)
-        self.ticket = await self.limiter.acquire(urgent=True)
-        self.held = True
+        await self.take()
+
+    def release(self, *, answered: bool) -> None:
+        """The request is over (`answered`: the server took it, no 429): free the slot for another input."""
+        if self.held:
+            self.held = False
+            self.limiter.release(self.ticket, succeeded=answered)
+
+    async def take(self) -> None:
+        """Hold a slot again before this input's next request (ahead of fresh inputs)."""
+        if not self.held:
+            self.ticket = await self.limiter.acquire(urgent=True)
+            self.held = True
 
 
 Task = Callable[[Item, Slot], Awaitable[Outcome]]
@@ -213,9 +223,7 @@ class Batch:
                 try:
                     outcome = await self.task(item, slot)
                 finally:
-                    if slot.held:
-                        slot.held = False
-                        self.limiter.release(slot.ticket, succeeded=isinstance(outcome, Done))
+                    slot.release(answered=isinstance(outcome, Done))
                 if isinstance(outcome, Retry):
                     with self.counts.lock:
                         self.counts.estimated_cost += outcome.cost
@@ -224,8 +232,7 @@ class Batch:
                             return  # the batch stopped meanwhile: the input is left for a rerun
                         slot = Slot(self.limiter, await self.limiter.acquire(urgent=True))
                         if self.stopped:
-                            slot.held = False
-                            self.limiter.release(slot.ticket, succeeded=False)
+                            slot.release(answered=False)
                             return
                         continue
                     outcome = Failed(outcome.error_type, f"{outcome.message} (gave up after {runs} tries)", 0.0)

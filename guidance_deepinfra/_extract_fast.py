@@ -144,6 +144,7 @@ class FastExtractor:
 
     async def _send(self, body: dict[str, Any], usage: DeepInfraUsage, slot: Slot) -> Completion:
         while True:
+            await slot.take()  # the slot was given back when this input's previous request was answered
             try:
                 reply = await self.http.complete(
                     body,
@@ -157,6 +158,9 @@ class FastExtractor:
                     raise
                 body = resend
                 continue
+            # Answered: nothing of this input is in flight while its answer is checked, so the slot goes to the
+            # next input now (an answer, unlike a 429, widens the window).
+            slot.release(answered=True)
             usage.calls += 1
             if reply.usage is not None:
                 usage.add_chunk_usage(reply.usage)
