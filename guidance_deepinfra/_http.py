@@ -152,6 +152,14 @@ class _RedactingFilter(logging.Filter):
         clean = redact(message)
         if clean != message:
             record.msg, record.args = clean, None
+        if record.exc_info and record.exc_info[0] is not None:
+            # Some SDK versions log the status error with its traceback, whose text quotes server headers (a
+            # redirect's Location): the traceback is formatted once, masked, and kept only as text.
+            traceback_text = logging.Formatter().formatException(record.exc_info)
+            record.exc_text = redact(traceback_text)
+            record.exc_info = None
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
         return True
 
 
