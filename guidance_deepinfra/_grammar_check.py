@@ -4,8 +4,9 @@ Any grammar node the JSON mixin does not take (``gen(regex=...)``, ``regex()``, 
 over non-literal alternatives, ``substring``, joins that are not self-contained, repeats, subgrammars) lands
 here as a `RuleNode`. It is compiled once with llguidance (an invalid regex or grammar is refused before any
 request), run through the strategy ladder in `_ladder`, and only text llguidance accepts is written to the
-program. Captures (the node's own and every nested ``gen(name=...)``, ``select(name=...)``, list_append) are
-read from llguidance's match of that text, so they are what a local model would have set.
+program. The program text and every capture (the node's own, nested ``gen(name=...)``, ``select(name=...)``,
+``list_append``, ``save_stop_text``) come from llguidance's interpreter forced along the accepted answer
+(`_follow`), so they are what a local model's run sets: hidden stops stay hidden.
 
 What the program receives: the accepted text, i.e. the forced prefix plus the valid continuation. When a reply
 holds more than a match (prose after it, or around one single embedded match), only the match is kept: the
@@ -43,11 +44,11 @@ class GrammarMixin(DeepInfraBaseInterpreter):
             options=self.grammar_options,
             sampling_params=kwargs.get("sampling_params"),
         )
-        text = ladder.run()
-        if text:
-            self.state.apply_text(text)
-            yield TextOutput(value=text, is_generated=True)
-        for name, value in compiled.captures(text).items():
+        followed = ladder.run()
+        if followed.text:
+            self.state.apply_text(followed.text)
+            yield TextOutput(value=followed.text, is_generated=True)
+        for name, value in followed.captures.items():
             if isinstance(value, list):
                 for item in value:
                     yield self.state.apply_capture(name, item, log_prob=None, is_append=True)

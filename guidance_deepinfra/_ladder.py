@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from guidance._ast import GrammarNode, RegexNode, RuleNode
 
+from ._follow import Followed
+from ._grammar_attrs import request_attributes
 from ._ladder_pattern import ServerForm, is_regular, server_form
 from ._matcher import CompiledGrammar, Verdict
 from .errors import Attempt, ConstraintError, InvalidParameterError, UnsupportedFeatureError
@@ -105,6 +107,8 @@ class GrammarLadder:
             self.prefix, self.base = "", messages
         self.context = list(self.base)
         self.rule = node if isinstance(node, RuleNode) else None
+        self.attributes = request_attributes(node)  # refuses gens that disagree on temperature
+        self.user_bound = self.attributes.user_bound
         # The server form covers what follows the forced prefix when that prefix is leading literal text
         # (it is then sent as assistant text, as on the other rungs); otherwise it covers the whole grammar.
         self.server_skip = self.forced
@@ -119,7 +123,8 @@ class GrammarLadder:
 
     # ------------------------------------------------------------------ the loop
 
-    def run(self) -> str:
+    def run(self) -> Followed:
+        """The local run of the grammar along the accepted answer (program text and captures)."""
         limits = current_limits(self.interpreter.max_attempts)
         max_attempts = limits.max_attempts or 1
         budget = limits.token_budget
@@ -188,14 +193,14 @@ class GrammarLadder:
             messages = self._with_trailing(self.context, self.prefix + step.kept)
         else:
             messages = self._with_trailing(self.context, self.prefix + self.forced)
-        max_tokens = self.rule.max_tokens if self.rule is not None else None
+        max_tokens = self.attributes.max_tokens
         if budget is not None:
             remaining = max(1, budget - self.tokens_spent)
             max_tokens = min(max_tokens, remaining) if max_tokens else remaining
         return self.interpreter.build_body(
             messages=messages,
             sampling_params=self.sampling_params,
-            temperature=self.rule.temperature if self.rule is not None else None,
+            temperature=self.attributes.temperature,
             max_tokens=max_tokens,
             response_format=response_format,
         )
@@ -222,19 +227,22 @@ class GrammarLadder:
             return [step.kept + reply]
         return [self.forced + reply]
 
-    def _judge(self, step: Step, result: CallResult) -> tuple[str | None, Step]:
-        """Accept a text, or choose the next step.
+    def _judge(self, step: Step, result: CallResult) -> tuple[Followed | None, Step]:
+        """Accept an answer, or choose the next step.
 
-        The order follows what a local model would have done: its tokens are the same up to the first one
-        the grammar forbids (the deviation point). If the grammar may end there, the text ends there (extra
-        prose is cut); if not, generation goes on from there (repair), with any bytes the grammar forces.
-        Only without a valid start is a single match embedded in the reply taken, and only if unambiguous.
+        An answer is first followed as a local model's run would (`_follow`): llguidance inserts the text the
+        grammar forces, hides stops and ends where the answer ends; an answer it completes is taken. Otherwise
+        the order follows what a local model would have done: its tokens are the same up to the first one the
+        grammar forbids (the deviation point). If the grammar may end there, the text ends there (extra prose
+        is cut); if not, generation goes on from there (repair), with any bytes the grammar forces. Only
+        without a valid start is a single match embedded in the reply taken, and only if unambiguous.
         """
-        verdicts = [self.compiled.check(c) for c in dict.fromkeys(self._candidates(step, result.text))]
+        candidates = list(dict.fromkeys(self._candidates(step, result.text)))
+        verdicts = [self.compiled.check(c) for c in candidates]
         verdict = max(verdicts, key=_rank)
         forced_len = len(self.forced.encode())
         progress_from = len(step.kept.encode()) if step.kind == "repair" else forced_len
-        cut_off = result.finish_reason == "length" and (self.rule is None or self.rule.max_tokens is None)
+        cut_off = result.finish_reason == "length" and not self.user_bound
         whole_viable = verdict.viable == verdict.size
         truncated = cut_off and whole_viable and verdict.can_extend
         if truncated:
@@ -245,11 +253,14 @@ class GrammarLadder:
             if self.options.repair and verdict.viable > progress_from:
                 return None, Step("repair", kept=verdict.text + verdict.forced_next)
             return None, self._retry(verdict, reason)
-        if verdict.complete:
-            self.attempts.append(Attempt(verdict.text, (), step.kind))
-            return verdict.text, step
-        trim = self.options.trim
         can_repair = self.options.repair and verdict.viable > progress_from
+        for candidate in candidates:
+            followed = self._local_run(candidate, can_repair=can_repair)
+            if followed is not None:
+                return self._take(followed, candidate, step)
+        if verdict.complete:
+            return self._accept_trimmed(verdict, step, verdict.text, "")
+        trim = self.options.trim
         at_end = verdict.longest_match == verdict.viable and verdict.viable > forced_len
         if trim and at_end and (not can_repair or not verdict.can_extend or _ends_there(verdict)):
             return self._accept_trimmed(verdict, step, verdict.viable_text, "cut after the match")
@@ -271,6 +282,32 @@ class GrammarLadder:
         self.attempts.append(Attempt(verdict.text, (reason,), step.kind))
         return None, self._retry(verdict, reason)
 
+    def _local_run(self, candidate: str, *, can_repair: bool) -> Followed | None:
+        """The local run along `candidate` when it is one the ladder takes as it is (or cut as a local
+        model stops: where the grammar ends, or, with trimming on, before text that reads as prose after
+        the answer rather than a slip inside it, which repair continues instead)."""
+        followed = self.compiled.follow(candidate)
+        if not followed.complete:
+            return None
+        data = candidate.encode()
+        if followed.consumed >= len(data):
+            return followed
+        if not self.options.trim or followed.consumed <= len(self.forced.encode()):
+            return None
+        rest = data[followed.consumed :].decode("utf-8", errors="replace")
+        if followed.stopped or not can_repair or _reads_as_after(rest):
+            return followed
+        return None
+
+    def _take(self, followed: Followed, candidate: str, step: Step) -> tuple[Followed, Step]:
+        size = len(candidate.encode())
+        notes: tuple[str, ...] = ()
+        if followed.consumed < size:
+            kept = candidate.encode()[: followed.consumed].decode("utf-8", errors="replace")
+            notes = (f"cut after the match: {kept!r}",)
+        self.attempts.append(Attempt(candidate, notes, step.kind))
+        return followed, step
+
     def _retry(self, verdict: Verdict, reason: str) -> Step:
         """A fresh answer: with feedback when that rung is on, else the same request again."""
         if self.options.feedback:
@@ -278,9 +315,14 @@ class GrammarLadder:
             return Step("feedback")
         return Step("generate")
 
-    def _accept_trimmed(self, verdict: Verdict, step: Step, text: str, how: str) -> tuple[str, Step]:
-        self.attempts.append(Attempt(verdict.text, (f"{how}: {text!r}",), step.kind))
-        return text, step
+    def _accept_trimmed(self, verdict: Verdict, step: Step, text: str, how: str) -> tuple[Followed | None, Step]:
+        followed = self.compiled.follow(text)
+        if not followed.complete:  # the matcher and the local run disagree: never write an unchecked text
+            reason = "the answer does not end where the grammar may end"
+            self.attempts.append(Attempt(verdict.text, (reason,), step.kind))
+            return None, self._retry(verdict, reason)
+        self.attempts.append(Attempt(verdict.text, (f"{how}: {text!r}",) if how else (), step.kind))
+        return followed, step
 
     def _add_feedback(self, verdict: Verdict, reason: str) -> None:
         """Make the context a conversation that shows the rejected answer and asks again."""
@@ -338,9 +380,14 @@ def explain(verdict: Verdict, *, finish_reason: str | None = None) -> str:
 
 
 def _ends_there(verdict: Verdict, at: int | None = None) -> bool:
-    """Whether the text after byte `at` (default: the viable prefix) reads as text after an answer (a space,
-    a line break, closing punctuation) rather than a slip inside it (``(3+4)x12``), which is continued."""
+    """Whether the text after byte `at` (default: the viable prefix) reads as text after an answer."""
     rest = verdict.text.encode()[verdict.viable if at is None else at :].decode("utf-8", errors="replace")
+    return _reads_as_after(rest)
+
+
+def _reads_as_after(rest: str) -> bool:
+    """Whether `rest` reads as text after an answer (a space, a line break, closing punctuation) rather than
+    a slip inside it (``(3+4)x12``), which is continued."""
     return rest[:1].isspace() or (rest[:1] in ".,;:!?)" and (len(rest) == 1 or rest[1:2].isspace()))
 
 

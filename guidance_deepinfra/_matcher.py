@@ -6,27 +6,29 @@ tokenizer to count tokens with) into a template `LLMatcher` over a byte tokenize
 the template (microseconds) and feeds the text's bytes. The same bytes are accepted as by guidance's own
 `ByteParser`, because both run llguidance on the same grammar one byte per token.
 
-Captures need llguidance's interpreter, which reports them as it goes; that is slower per byte, so it runs
-once, on the text finally accepted, and is skipped when the only capture is the whole text.
+What the program receives (its text and captures: hidden stops, ``save_stop_text``, ``list_append``) is
+not read from this matcher but from llguidance's interpreter forced along the answer (`_follow`), as a local
+model's run gives it. The matcher here serves the ladder: quick prefix checks, trimming and repair points.
+
+An llguidance failure (``is_error()``: an internal error on some input) is never read as "the text is wrong":
+it raises `InvalidProgramError`, and a grammar whose compiled template fails is dropped from the cache.
 """
 
 from __future__ import annotations
 
-import json
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 import llguidance
-from guidance._ast import GrammarNode, JsonNode, RuleNode
+from guidance._ast import GrammarNode, JsonNode, LiteralNode, RuleNode, RuleRefNode
 
+from ._follow import Followed, Follower, GrammarEngineFailure
 from .errors import InvalidProgramError
 
 #: Replies longer than this are not searched for an embedded match (the search is quadratic).
 EXTRACT_LIMIT = 4000
-
-_EOS = 256
 
 
 @lru_cache(maxsize=1)
@@ -74,7 +76,9 @@ class Verdict:
 class CompiledGrammar:
     """One grammar, compiled once: cheap checks, the forced prefix, and captures of an accepted text."""
 
-    def __init__(self, grammar: str, whole_capture: tuple[str, bool] | None) -> None:
+    def __init__(
+        self, grammar: str, *, closing_stops: tuple[str, ...] = (), stop_captures: frozenset[str] = frozenset()
+    ) -> None:
         self.grammar = grammar
         tokenizer = byte_tokenizer()
         is_error, messages = llguidance.LLMatcher.validate_grammar_with_warnings(grammar, tokenizer)
@@ -85,11 +89,9 @@ class CompiledGrammar:
             raise InvalidProgramError(f"invalid regex or grammar: {self._template.get_error()}")
         self.forced_prefix = self._template.compute_ff_bytes().decode("utf-8", errors="ignore")
         self.accepts_empty = self._template.is_accepting()
-        self.has_captures = "[capture" in grammar
-        # A whole-text capture is trusted only when the grammar holds no other (a Lark body may add some).
-        self._whole_capture = whole_capture if grammar.count("[capture") == 1 else None
-        self._interpreter: llguidance.LLInterpreter | None = None
-        self._lock = threading.Lock()
+        if self._template.is_error():
+            raise InvalidProgramError(f"llguidance fails on this grammar: {_first_line(self._template.get_error())}")
+        self._follower = Follower(grammar, closing_stops=closing_stops, stop_captures=stop_captures)
 
     # ------------------------------------------------------------------ checks
 
@@ -98,6 +100,12 @@ class CompiledGrammar:
         data = text.encode()
         matcher = self._template.deep_copy()
         viable = matcher.try_consume_tokens(list(data))
+        if matcher.is_error():
+            self._renew()
+            raise InvalidProgramError(
+                f"llguidance fails on this grammar for the text {text[:60]!r}: {_first_line(matcher.get_error())} "
+                "(a local model's run of the grammar fails the same way)"
+            )
         complete = viable == len(data) and matcher.is_accepting()
         longest: int | None = viable if matcher.is_accepting() else None
         forced_next = "" if complete else matcher.compute_ff_bytes().decode("utf-8", errors="ignore")
@@ -143,65 +151,36 @@ class CompiledGrammar:
         distinct = [s for s in spans if not any(o != s and o[0] <= s[0] and s[1] <= o[1] for o in spans)]
         return distinct[0] if len(distinct) == 1 else None
 
-    # ------------------------------------------------------------------ captures
+    def _renew(self) -> None:
+        """After an llguidance failure: drop this grammar from the cache and rebuild its template.
+
+        A failure inside one copy can poison state llguidance shares with the template it was copied from,
+        after which every later check would fail; the grammar is compiled afresh instead.
+        """
+        _forget(self)
+        self._template = llguidance.LLMatcher(byte_tokenizer(), self.grammar, log_level=0)
+
+    # ------------------------------------------------------------------ the local run
+
+    def follow(self, text: str) -> Followed:
+        """llguidance's run of the grammar along `text`: the program text and captures a local run gives."""
+        try:
+            return self._follower.follow(text)
+        except GrammarEngineFailure as exc:
+            _forget(self)
+            raise InvalidProgramError(
+                f"llguidance fails on this grammar for the text {text[:60]!r}: {exc} "
+                "(a local model's run of the grammar fails the same way)"
+            ) from None
 
     def captures(self, text: str) -> dict[str, Any]:
-        """Named captures of an accepted `text`, as guidance's `GrammarNode.match` reports them.
-
-        Values are strings, or lists of strings for ``list_append`` captures.
-        """
-        if not self.has_captures:
-            return {}
-        if self._whole_capture is not None:
-            name, is_list = self._whole_capture
-            return {name: [text] if is_list else text}
-        return self._run_interpreter(text.encode())
-
-    def _run_interpreter(self, data: bytes) -> dict[str, Any]:
-        with self._lock:
-            if self._interpreter is None:
-                self._interpreter = llguidance.LLInterpreter(byte_tokenizer(), self.grammar, True, True, log_level=0)
-            interpreter = self._interpreter.deep_copy()
-        found: dict[str, Any] = {}
-        produced = bytearray()
-        interpreter.process_prompt([])
-        mask, stopped = _step(interpreter, produced, found)
-        position = 0
-        for byte in data:
-            if position < len(produced):
-                if produced[position] != byte:
-                    raise AssertionError("captures asked for a text the grammar does not accept")
-                position += 1
-                continue
-            if stopped or mask is None or not mask[byte]:
-                raise AssertionError("captures asked for a text the grammar does not accept")
-            interpreter.commit_token(byte)
-            mask, stopped = _step(interpreter, produced, found)
-            position += 1
-        if not stopped:
-            interpreter.commit_token(_EOS)
-            _step(interpreter, produced, found)
-        return found
+        """Named captures of an accepted `text`, as a local run sets them (lists for ``list_append``)."""
+        return self.follow(text).captures
 
 
-def _step(
-    interpreter: llguidance.LLInterpreter, produced: bytearray, found: dict[str, Any]
-) -> tuple[bytes | None, bool]:
-    """One llguidance step: record new text and captures; return the byte mask and whether it stopped."""
-    mask, raw = interpreter.compute_mask()
-    response = json.loads(raw)
-    for item in response["progress"]:
-        kind = item.get("object")
-        if kind == "text":
-            produced.extend(bytes.fromhex(item["hex"]))
-        elif kind == "capture":
-            name: str = item["name"]
-            value = bytes.fromhex(item["hex"]).decode("utf-8", errors="replace")
-            if name.startswith("__LIST_APPEND:"):
-                found.setdefault(name[len("__LIST_APPEND:") :], []).append(value)
-            else:
-                found[name] = value
-    return mask, bool(response["stop"])
+def _first_line(message: str) -> str:
+    lines = message.strip().splitlines()
+    return lines[0] if lines else "internal error"
 
 
 def grammar_text(node: GrammarNode) -> str:
@@ -238,7 +217,8 @@ def compile_node(node: GrammarNode) -> CompiledGrammar:
         _remember(node, cached)
         return cached
     _refuse_loose_json(node)
-    compiled = CompiledGrammar(grammar, _whole_capture(node))
+    stops, stop_captures = _stops_of(node)
+    compiled = CompiledGrammar(grammar, closing_stops=stops, stop_captures=stop_captures)
     with _CACHE_LOCK:
         if len(_CACHE) >= _CACHE_SIZE:
             _CACHE.pop(next(iter(_CACHE)))
@@ -260,21 +240,36 @@ def clear_cache() -> None:
         _BY_NODE.clear()
 
 
-def _whole_capture(node: GrammarNode) -> tuple[str, bool] | None:
-    """(name, list_append) when the only capture is `node` itself spanning the whole text; else None."""
-    if not isinstance(node, RuleNode) or node.capture is None:
-        return None
-    if node.stop is not None or node.suffix is not None or node.stop_capture is not None:
-        return None
-    if _has_capture(node.value):
-        return None
-    return node.capture, bool(node.list_append)
+def _forget(compiled: CompiledGrammar) -> None:
+    """Drop a compiled grammar that llguidance broke on, so a later program compiles it afresh."""
+    with _CACHE_LOCK:
+        if _CACHE.get(compiled.grammar) is compiled:
+            del _CACHE[compiled.grammar]
+        for key, (_, cached) in list(_BY_NODE.items()):
+            if cached is compiled:
+                del _BY_NODE[key]
 
 
-def _has_capture(node: GrammarNode) -> bool:
-    if isinstance(node, RuleNode) and (node.capture is not None or node.stop_capture is not None):
-        return True
-    return any(_has_capture(child) for child in node.children())
+def _stops_of(node: GrammarNode) -> tuple[tuple[str, ...], frozenset[str]]:
+    """The literal stops of the gens in `node` and their ``save_stop_text`` names (see `_follow`)."""
+    stops: list[str] = []
+    names: set[str] = set()
+    seen: set[int] = set()
+    pending: list[GrammarNode] = [node]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, RuleNode):
+            if isinstance(current.stop, LiteralNode):
+                stops.append(current.stop.value)
+            if current.stop_capture is not None:
+                names.add(current.stop_capture)
+        pending.extend(current.children())
+        if isinstance(current, RuleRefNode) and current.target is not None:
+            pending.append(current.target)
+    return tuple(stops), frozenset(names)
 
 
 def _refuse_loose_json(node: GrammarNode) -> None:

@@ -1,0 +1,99 @@
+"""The sampling attributes one grammar request carries: each gen's own ``temperature`` and ``max_tokens``.
+
+A local model applies a gen's attributes while that gen generates. A grammar sent to DeepInfra as one request
+has one ``temperature`` and one ``max_tokens``, so:
+
+* ``temperature``: every gen inside the grammar (and every Lark rule's ``temperature=`` attribute) that sets
+  one must agree; that value is sent. Different temperatures in one grammar cannot be honoured in one request
+  and are refused before any request (run the parts as separate statements).
+* ``max_tokens``: when the grammar sets any, the request's bound is the most tokens a local run could spend on
+  the whole grammar (bounded gens count their ``max_tokens``, literal text its bytes, a select its longest
+  option, a bounded repeat its count times its item): never less than a local run may use. When some part of
+  the grammar is unbounded (a regex gen without ``max_tokens``, a Lark grammar), no bound can be computed and
+  none is sent; the answer is checked all the same.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from guidance._ast import GrammarNode, JoinNode, LarkNode, LiteralNode, RepeatNode, RuleNode, RuleRefNode, SelectNode
+
+from .errors import InvalidProgramError
+
+_LARK_TEMPERATURE = re.compile(r"\btemperature\s*=\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)")
+
+
+@dataclass(frozen=True)
+class RequestAttributes:
+    temperature: float | None = None
+    max_tokens: int | None = None
+    #: The grammar itself sets ``max_tokens`` somewhere (a reply cut at the bound is the model's end).
+    user_bound: bool = False
+
+
+def request_attributes(node: GrammarNode) -> RequestAttributes:
+    """The attributes to send for `node`, or `InvalidProgramError` when its gens disagree on temperature."""
+    temperatures: set[float] = set()
+    bounded = False
+    for part in _walk(node):
+        if isinstance(part, RuleNode):
+            if part.temperature is not None:
+                temperatures.add(float(part.temperature))
+            bounded = bounded or part.max_tokens is not None
+        elif isinstance(part, LarkNode):
+            temperatures.update(float(value) for value in _LARK_TEMPERATURE.findall(part.lark_grammar))
+    if len(temperatures) > 1:
+        shown = ", ".join(str(t) for t in sorted(temperatures))
+        raise InvalidProgramError(
+            f"one grammar mixes gens with different temperatures ({shown}): DeepInfra samples a request at one "
+            "temperature, so they cannot be honoured together; run the parts as separate `lm +=` statements"
+        )
+    temperature = temperatures.pop() if temperatures else None
+    max_tokens = _bound(node, set()) if bounded else None
+    return RequestAttributes(temperature=temperature, max_tokens=max_tokens or None, user_bound=bounded)
+
+
+def _walk(node: GrammarNode) -> list[GrammarNode]:
+    found: list[GrammarNode] = []
+    seen: set[int] = set()
+    pending = [node]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        found.append(current)
+        pending.extend(current.children())
+        if isinstance(current, RuleRefNode) and current.target is not None:
+            pending.append(current.target)
+    return found
+
+
+def _bound(node: GrammarNode, active: set[int]) -> int | None:
+    """The most tokens a local run spends on `node` (a token holds at least one byte), or None if unbounded."""
+    if id(node) in active:
+        return None  # recursion
+    if isinstance(node, LiteralNode):
+        return len(node.value.encode())
+    active = active | {id(node)}
+    if isinstance(node, RuleNode):
+        inner = _bound(node.value, active)
+        if node.max_tokens is not None:
+            inner = node.max_tokens if inner is None else min(inner, node.max_tokens)
+        if inner is None:
+            return None
+        stop = len(node.stop.value.encode()) if isinstance(node.stop, LiteralNode) else 0
+        suffix = len(node.suffix.value.encode()) if node.suffix is not None else 0
+        return inner + stop + suffix
+    if isinstance(node, JoinNode):
+        parts = [_bound(part, active) for part in node.nodes]
+        return None if any(p is None for p in parts) else sum(p for p in parts if p is not None)
+    if isinstance(node, SelectNode):
+        options = [_bound(option, active) for option in node.alternatives]
+        return None if any(o is None for o in options) else max((o for o in options if o is not None), default=0)
+    if isinstance(node, RepeatNode) and node.max is not None:
+        item = _bound(node.node, active)
+        return None if item is None else item * node.max
+    return None

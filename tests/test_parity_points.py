@@ -1,0 +1,142 @@
+"""Each departure from a local run that the grammar path once had, pinned on the fake server.
+
+Every expected value here is what guidance's local engine gives for the same program and model answer (the
+differential suite in test_parity_differential.py checks that relation in general); the request counts show
+the answer was taken as the model gave it, in one request.
+"""
+
+from __future__ import annotations
+
+import pytest
+from guidance import assistant, capture, gen, lark, select, user
+
+from guidance_deepinfra import ConstraintError, InvalidProgramError
+from guidance_deepinfra._ladder import LadderOptions
+from guidance_deepinfra._matcher import clear_cache, compile_node
+from guidance_deepinfra.testing import Reply
+
+CLIENT_ONLY = LadderOptions(server=False)
+
+
+def run(fake, make_model, program, *replies: str):
+    fake.push(*(Reply.text(r) for r in replies))
+    lm = make_model()
+    lm._interpreter.grammar_options = CLIENT_ONLY
+    with user():
+        lm += "Go."
+    with assistant():
+        lm += program
+    return lm
+
+
+def assistant_text(lm) -> str:
+    return str(lm).split("Go.")[-1].split("assistant", 1)[-1].strip()
+
+
+def test_stop_gen_then_regex_sets_both_captures_and_hides_the_stop(fake, make_model) -> None:
+    program = "Name: " + gen("name", stop=",") + " age " + gen("age", regex=r"\d+")
+    lm = run(fake, make_model, program, "Alice, age 42")
+    assert (lm["name"], lm["age"]) == ("Alice", "42")
+    assert str(lm).endswith("Name: Alice age 42")
+    assert len(fake.requests) == 1
+
+
+def test_forced_text_the_answer_leaves_out_is_inserted_as_locally(fake, make_model) -> None:
+    lm = run(fake, make_model, "Name: " + gen("name", stop=",") + " age " + gen("age", regex=r"\d+"), "Alice,42")
+    assert (lm["name"], lm["age"]) == ("Alice", "42")
+    assert str(lm).endswith("Name: Alice age 42")
+    assert len(fake.requests) == 1
+
+
+def test_hidden_stop_stays_out_of_text_and_enclosing_capture(fake, make_model) -> None:
+    lm = run(fake, make_model, capture("Hi " + gen(stop="."), "greet"), "there.")
+    assert lm["greet"] == "Hi there"
+    assert str(lm).endswith("Hi there")
+    assert not str(lm).endswith(".")
+
+
+def test_save_stop_text_inside_a_grammar(fake, make_model) -> None:
+    lm = run(fake, make_model, gen(regex=r"\d+") + gen(stop="!", save_stop_text="s"), "12ab!zz")
+    assert lm["s"] == "!"
+    assert str(lm).endswith("12ab")
+
+
+def test_lark_capture_after_another_attribute(fake, make_model) -> None:
+    grammar = lark('start: "x" num\nnum[max_tokens=8, capture="n"]: /[0-9]+/')
+    lm = run(fake, make_model, grammar, "x42")
+    assert lm["n"] == "42"
+
+
+def test_attributes_of_a_gen_inside_a_join_are_sent(fake, make_model) -> None:
+    run(fake, make_model, "Call " + gen("phone", regex=r"\d{3}-\d{4}", temperature=0, max_tokens=12), "555-1234")
+    body = fake.last
+    assert body["temperature"] == 0
+    assert body["max_tokens"] == 12 + len("Call ")
+
+
+def test_max_tokens_of_a_gen_inside_a_select_is_sent(fake, make_model) -> None:
+    run(fake, make_model, select(["no", gen(regex="y+", max_tokens=3)], name="c"), "yy")
+    assert fake.last["max_tokens"] == 3
+
+
+def test_lark_rule_temperature_is_sent(fake, make_model) -> None:
+    run(fake, make_model, lark("start: n\nn[temperature=0.3]: /[0-9]+/"), "7")
+    assert fake.last["temperature"] == 0.3
+
+
+def test_gens_with_different_temperatures_in_one_grammar_are_refused_before_any_request(fake, make_model) -> None:
+    program = gen(regex="a+", temperature=0.2) + "," + gen(regex="b+", temperature=0.9)
+    with pytest.raises(InvalidProgramError, match="different temperatures"):
+        run(fake, make_model, program, "a,b")
+    assert fake.requests == []
+
+
+def test_tutorial_shape_stop_then_forced_text_then_regex_in_one_request(fake, make_model) -> None:
+    # The proverb tutorial's shape: the stop is the first byte of the text the grammar forces next.
+    program = "Where there is no guidance" + gen("rewrite", stop="\n") + "\n- GPT " + gen("chapter", regex="[0-9]+")
+    answer = ", a model falls, but in an abundance of instructions there is safety.\n- GPT 4"
+    lm = run(fake, make_model, program, answer)
+    assert lm["rewrite"] == ", a model falls, but in an abundance of instructions there is safety."
+    assert lm["chapter"] == "4"
+    assert str(lm).endswith("safety.\n- GPT 4")
+    assert len(fake.requests) == 1
+
+
+def test_multi_byte_stop_repeated_by_the_forced_text_is_a_typed_error(fake, make_model) -> None:
+    # llguidance 1.5 fails internally on `gen(stop="==") + "== "` (a local run raises its panic as
+    # ValueError); here it is an InvalidProgramError naming llguidance, never a bare error or three requests.
+    program = gen("lhs", stop="==") + "== " + gen("rhs", regex=r"\d+")
+    with pytest.raises(InvalidProgramError, match="llguidance fails"):
+        run(fake, make_model, program, "2+2 == 4")
+    assert len(fake.requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("wrap", "reply"),
+    [
+        (lambda g: capture(g, "c"), "Paris"),
+        (lambda g: select([g, "x"], name="c"), "Answer: Paris"),
+        (lambda g: g + gen(regex=""), "Paris"),
+    ],
+)
+def test_stop_gen_ending_a_capture_option_or_grammar_accepts_an_answer_that_ends(fake, make_model, wrap, reply) -> None:
+    lm = run(fake, make_model, wrap("Answer: " + gen("a", stop="\n", save_stop_text="s")), reply)
+    assert lm["a"] == "Paris"
+    assert lm["s"] == ""
+    assert str(lm).endswith("Paris")
+    assert len(fake.requests) == 1
+
+
+def test_an_llguidance_failure_is_typed_and_not_cached(fake, make_model) -> None:
+    clear_cache()
+    node = gen("lhs", stop="==") + "== " + gen("rhs", regex=r"\d+")
+    compiled = compile_node(node)
+    with pytest.raises(InvalidProgramError, match="llguidance fails"):
+        compiled.check("2+2 ==")
+    assert compiled.check("2+2 =").viable == len("2+2 =")  # the compiled template still works
+
+
+def test_constraint_error_still_reports_every_attempt(fake, make_model) -> None:
+    with pytest.raises(ConstraintError) as caught:
+        run(fake, make_model, gen("n", regex=r"\d+"), "none", "none", "none")
+    assert len(caught.value.attempts) == 3
