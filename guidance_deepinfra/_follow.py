@@ -195,7 +195,7 @@ class _Run:
         response = json.loads(raw)
         for item in response.get("progress", ()):
             kind = item.get("object")
-            if kind == "text" and not at_end:
+            if kind == "text":
                 backtrack = int(item.get("num_backtrack") or 0)
                 if backtrack:
                     del self.emitted[len(self.emitted) - backtrack :]

@@ -22,6 +22,7 @@ from typing import Any
 from guidance._ast import RuleNode
 from guidance.trace import OutputAttr, TextOutput
 
+from ._follow import Followed
 from ._interpreter import DeepInfraBaseInterpreter
 from ._ladder import LADDER, GrammarLadder, LadderOptions, constraint_kind
 from ._matcher import compile_node
@@ -36,6 +37,9 @@ class GrammarMixin(DeepInfraBaseInterpreter):
     def constrained_rule(self, node: RuleNode, **kwargs: Any) -> Iterator[OutputAttr]:
         compiled = compile_node(node)  # refuses an invalid regex or grammar before any request
         self._check_can_generate()
+        if compiled.fully_forced:
+            yield from self._write(compiled.follow(compiled.forced_prefix))
+            return
         ladder = GrammarLadder(
             self,
             node,
@@ -44,7 +48,10 @@ class GrammarMixin(DeepInfraBaseInterpreter):
             options=self.grammar_options,
             sampling_params=kwargs.get("sampling_params"),
         )
-        followed = ladder.run()
+        yield from self._write(ladder.run())
+
+    def _write(self, followed: Followed) -> Iterator[OutputAttr]:
+        """Write the local run's text and captures into the program."""
         if followed.text:
             self.state.apply_text(followed.text)
             yield TextOutput(value=followed.text, is_generated=True)

@@ -292,10 +292,11 @@ class GrammarLadder:
         data = candidate.encode()
         if followed.consumed >= len(data):
             return followed
-        if not self.options.trim or followed.consumed <= len(self.forced.encode()):
+        if not self.options.trim or (followed.consumed <= len(self.forced.encode()) and not followed.stopped):
             return None
         rest = data[followed.consumed :].decode("utf-8", errors="replace")
-        if followed.stopped or not can_repair or _reads_as_after(rest):
+        kept = data[: followed.consumed].decode("utf-8", errors="replace")
+        if followed.stopped or not can_repair or _reads_as_after(rest) or kept[-1:].isspace():
             return followed
         return None
 

@@ -92,6 +92,10 @@ class CompiledGrammar:
         if self._template.is_error():
             raise InvalidProgramError(f"llguidance fails on this grammar: {_first_line(self._template.get_error())}")
         self._follower = Follower(grammar, closing_stops=closing_stops, stop_captures=stop_captures)
+        ended = self._template.deep_copy()
+        ended.consume_tokens(list(self.forced_prefix.encode()))
+        #: The grammar is all forced text: a local model generates nothing for it, so no request is made.
+        self.fully_forced = ended.is_stopped()
 
     # ------------------------------------------------------------------ checks
 
