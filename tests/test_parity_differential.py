@@ -333,3 +333,19 @@ def test_regression_several_statements_each_get_their_own_answer() -> None:
 def test_regression_json_inside_a_join() -> None:
     node = capture(" = " + json("j1", schema={"type": "integer"}) + gen("r", regex="[a-z]"), "whole0")
     compare([statement(node, " = -13x", {"j1", "whole0", "r"})])
+
+
+@settings(max_examples=40, derandomize=True, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(
+    program=programs(),
+    replies=st.lists(st.text(alphabet=st.characters(codec="utf-8"), max_size=30), min_size=1, max_size=2),
+)
+def test_any_reply_gives_the_program_or_a_typed_error(program: list[Statement], replies: list[str]) -> None:
+    """No bare AssertionError, ValueError or TypeError escapes on any program and any reply."""
+    garbled = [
+        Statement(s.node, replies[i % len(replies)], s.names, s.stops, s.closing_name) for i, s in enumerate(program)
+    ]
+    try:
+        run_plugin(garbled, as_given=False)
+    except DeepInfraError:
+        pass
