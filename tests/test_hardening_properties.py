@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 import guidance_deepinfra
 from guidance_deepinfra import ConstraintError, DeepInfra, ModelProfile, RetryPolicy
 from guidance_deepinfra._ladder import PLAIN_RETRY, LadderOptions
+from guidance_deepinfra._matcher import compile_node
 from guidance_deepinfra.profile import ProfileRegistry
 from guidance_deepinfra.testing import FakeDeepInfra, Reply
 
@@ -408,6 +409,13 @@ def test_regex_validation_agrees_with_guidance_match(server: FakeDeepInfra, case
     expected = gen("x", regex=pattern).match(text) is not None
     event(f"guidance matches: {expected}")
     lm = _grammar_model(server, text, PLAIN_RETRY)
+    compiled = compile_node(gen("x", regex=pattern))
+    if compiled.fully_forced:  # one string only: written as a local run writes it, without asking the model
+        with assistant():
+            lm += gen("x", regex=pattern)
+        assert lm["x"] == compiled.forced_prefix
+        assert server.requests == []
+        return
     with assistant():
         if expected:
             lm += gen("x", regex=pattern)
@@ -434,7 +442,8 @@ def test_whatever_the_ladder_accepts_is_a_match(server: FakeDeepInfra, case: tup
         return
     event("accepted" if lm["x"] == text + suffix else "accepted after trimming")
     assert gen("x", regex=pattern).match(lm["x"]) is not None
-    assert len(server.requests) == 1
+    forced_only = compile_node(gen("x", regex=pattern)).fully_forced  # written without asking, as locally
+    assert len(server.requests) == (0 if forced_only else 1)
 
 
 @PROPERTY_SETTINGS
@@ -447,6 +456,9 @@ def test_regex_request_bodies_are_valid(server: FakeDeepInfra, pattern: str) -> 
             lm += gen("x", regex=pattern)
         except ConstraintError:
             pass
+    if compile_node(gen("x", regex=pattern)).fully_forced:  # one string only: nothing to ask the model
+        assert server.requests == []
+        return
     body = server.requests[0]
     assert "_unparsed" not in body
     response_format = body.get("response_format")
