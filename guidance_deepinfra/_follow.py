@@ -16,8 +16,10 @@ How an answer is aligned with the interpreter, where a chat model writes everyth
   the stop began (``gen(stop="\\n") + "\\n- GPT " + ...`` answered ``...\\n- GPT 4``: the stop was the forced
   text's first byte) and else from after the stop (``gen(stop=",") + " age " + ...`` answered
   ``Alice, age 42``).
-* An answer that leaves out forced text (``Alice,42`` there) gets it inserted, as a local model would have
-  had it inserted; the answer goes on where it stops agreeing with the forced text.
+* An answer that leaves out forced text right after a hidden stop (``Alice,42`` there) gets it inserted, as
+  a local model would have had it inserted; the answer goes on where it stops agreeing with the forced text.
+  Anywhere else an answer that says something other than the forced text deviates there (``["a":1,xbc"]``
+  for ``"["`` items ``/"[a-z]+"/``: a typo, which the ladder repairs, not a ``"`` to insert before ``x``).
 * Where the answer ends, the model has stopped: the run ends as a local one ending in end-of-sequence,
   allowed wherever the grammar may end. llguidance masks end-of-sequence inside a ``gen(stop=...)``, so a
   local model that wants to stop there writes the stop instead (its likeliest allowed token); an answer that
@@ -154,7 +156,8 @@ class _Run:
 
     def go(self) -> Followed:
         forced = self.interpreter.process_prompt([])
-        self._align(bytes(forced), stop_start=None)
+        if not self._align(bytes(forced), stop_start=None):
+            return self._done("deviates")
         return self.go_on()
 
     def go_on(self) -> Followed:
@@ -171,9 +174,11 @@ class _Run:
             backtrack, tokens = self.interpreter.commit_token(byte)
             self.position += 1
             if backtrack == 0 and tokens[:1] == [byte]:
-                self._align(bytes(tokens[1:]), stop_start=None)
+                aligned = self._align(bytes(tokens[1:]), stop_start=None)
             else:  # a hidden stop: the byte (and `backtrack` earlier ones) left the token sequence
-                self._align(bytes(tokens), stop_start=self.position - 1 - backtrack)
+                aligned = self._align(bytes(tokens), stop_start=self.position - 1 - backtrack)
+            if not aligned:
+                return self._done("deviates")
 
     def _end(self) -> Followed:
         """End-of-sequence where the grammar may end: flush what closes with it (captures of open rules)."""
@@ -214,18 +219,20 @@ class _Run:
         else:
             self.captures[name] = value
 
-    def _align(self, forced: bytes, *, stop_start: int | None) -> None:
-        """Match text the interpreter inserted against the answer; see the module docstring."""
+    def _align(self, forced: bytes, *, stop_start: int | None) -> bool:
+        """Match text the interpreter inserted against the answer (see the module docstring); False when the
+        answer says something else where no hidden stop came before (the answer deviates there)."""
         if not forced:
-            return
+            return True
         starts = [stop_start, self.position] if stop_start is not None else [self.position]
         for start in starts:
             said = self.answer[start : start + len(forced)]
             if said == forced or (said and forced.startswith(said) and start + len(said) == len(self.answer)):
                 self.position = start + len(said)
-                return
+                return True
         agreed = 0
         rest = self.answer[self.position :]
         while agreed < min(len(rest), len(forced)) and rest[agreed] == forced[agreed]:
             agreed += 1
         self.position += agreed
+        return agreed == len(rest) or stop_start is not None

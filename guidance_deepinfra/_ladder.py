@@ -290,6 +290,8 @@ class GrammarLadder:
         if not followed.complete:
             return None
         data = candidate.encode()
+        if not self.options.trim and not self.compiled.is_match(candidate):
+            return None  # without trimming only an answer that is a match as it stands is taken
         if followed.consumed >= len(data):
             return followed
         if not self.options.trim or (followed.consumed <= len(self.forced.encode()) and not followed.stopped):

@@ -13,8 +13,9 @@ all guidance's and llguidance's, unchanged) where the model proposes the answer'
   end into end-of-sequence (``can_finish_early``), so trailing prose ends the run as it would locally;
 * text the grammar forces is inserted by guidance's engine, not sampled; the model does not say again what
   it sees inserted: forced bytes the answer also has at that point are skipped (after a hidden stop, first
-  from where the stop began, else after it), and an answer that leaves out forced text goes on where it
-  stops agreeing with it;
+  from where the stop began, else after it); an answer that leaves out forced text right after a hidden
+  stop goes on where it stops agreeing with it, and anywhere else an answer saying something other than the
+  forced text is not one the local model would write (`AnswerLeavesGrammar`);
 * where the answer is used up inside a ``gen(stop=...)`` (llguidance masks end-of-sequence there), the model
   writes that gen's stop once, its likeliest allowed token (`closing_stops`: per answer, the stop of the gen
   it may end in);
@@ -106,6 +107,8 @@ class AnswerEngine(MockEngine):
         while agreed < min(len(rest), len(forced)) and rest[agreed] == forced[agreed]:
             agreed += 1
         self.position += agreed
+        if agreed < len(rest) and stop_start is None:
+            raise AnswerLeavesGrammar(f"the answer says {rest[agreed:][:10]!r} where the grammar forces {forced!r}")
 
     def get_logits(self, token_ids: list[int], include_all_uncached_tokens: bool = False) -> Any:
         return {"logits": np.zeros((1, len(self.tokenizer.tokens))), "n_tokens": len(token_ids), "n_cached": 0}

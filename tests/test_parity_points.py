@@ -140,3 +140,12 @@ def test_constraint_error_still_reports_every_attempt(fake, make_model) -> None:
     with pytest.raises(ConstraintError) as caught:
         run(fake, make_model, gen("n", regex=r"\d+"), "none", "none", "none")
     assert len(caught.value.attempts) == 3
+
+
+def test_a_typo_in_place_of_forced_text_is_repaired_not_filled_in(fake, make_model) -> None:
+    # Forced text is inserted where the answer leaves it out after a hidden stop only; elsewhere a different
+    # byte is a deviation (here a typo for the quote), and the ladder continues the accepted prefix.
+    grammar = lark('start: "[" item ("," item)* "]"\nitem: /"[a-z]+"/ ":" /[0-9]+/', name="v")
+    lm = run(fake, make_model, grammar, 'a":1,xbc":22]', 'bc":22]')
+    assert lm["v"] == '["a":1,"bc":22]'
+    assert fake.last["messages"][-1] == {"role": "assistant", "content": '["a":1,"'}
