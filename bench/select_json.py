@@ -10,6 +10,11 @@ All four run in one process against the loopback fake server with scripted repli
   the first reply breaks the schema (a string where an integer belongs) and is retried with the errors.
 - json, naive: the schema pasted into the prompt, plain generation, parse and validate, retry with the
   error; every 4th call the first reply wraps the JSON in prose and is retried.
+- option scores, ours: the select above with logprobs on; ``option_probs`` reads every option's probability
+  from the answer's ``top_logprobs`` (no further request). Exact mode adds the continuation requests that
+  score each option (one here: every option finishes in the first token after the quote).
+- option scores, naive: one request per option asking whether it is the right team, with logprobs and
+  ``max_tokens=1``, reading the probability of "yes" (a chat API cannot score a given text otherwise).
 
 The fake server reports prompt tokens as (characters of the messages plus response_format) / 4 and
 completion tokens as characters / 4, so a schema sent in response_format is charged like prompt text.
@@ -31,7 +36,7 @@ import jsonschema
 from guidance import assistant, gen, select, user
 from guidance import json as guidance_json
 
-from guidance_deepinfra import DeepInfra, RetryPolicy
+from guidance_deepinfra import DeepInfra, RetryPolicy, option_probs
 from guidance_deepinfra.profile import ProfileRegistry
 from guidance_deepinfra.testing import FakeDeepInfra, Reply
 
@@ -63,37 +68,63 @@ class Tally:
         return self.round_trips / self.successes, self.tokens / self.successes
 
 
+# A scripted answer: its text, or its text with its tokens (text, logprob[, {alternative: logprob}]).
+Scripted = str | tuple[str, list[Any]]
+SCORED_SELECT = (
+    '"technical"',
+    [('"', -0.01), ("technical", -0.3, {"technical": -0.3, "billing": -1.9, "sales": -2.6, "other": -3.1}), ('"', 0)],
+)
+EXACT_FIRST_TOKEN = (
+    'technical"',
+    [('technical"', -0.3, {'technical"': -0.3, 'billing"': -1.9, 'sales"': -2.6, 'other"': -3.1})],
+)
+
+
+def yes_no(option: str) -> tuple[str, list[Any]]:
+    yes = -0.3 if option == "technical" else -2.5
+    return ("yes", [("yes", yes, {"yes": yes, "no": math.log(1 - math.exp(yes))})])
+
+
 class Server:
     """The fake server answering from a queue of texts, with token counts derived from each request."""
 
     def __init__(self) -> None:
-        self.queue: deque[str] = deque()
+        self.queue: deque[Scripted] = deque()
         self.fake = FakeDeepInfra(responder=self._answer)
 
     def _answer(self, body: dict[str, Any]) -> Reply:
-        text = self.queue.popleft()
+        item = self.queue.popleft()
+        text, tokens = (item, None) if isinstance(item, str) else item
         sent = json.dumps(body["messages"]) + json.dumps(body.get("response_format") or "")
-        return Reply.text(text, prompt_tokens=math.ceil(len(sent) / 4), completion_tokens=math.ceil(len(text) / 4))
+        prompt, completion = math.ceil(len(sent) / 4), math.ceil(len(text) / 4)
+        if tokens is not None:
+            return Reply.text(text, prompt_tokens=prompt, completion_tokens=completion, token_logprobs=tokens)
+        return Reply.text(text, prompt_tokens=prompt, completion_tokens=completion)
 
-    def model(self) -> DeepInfra:
+    def model(self, logprobs: bool = False) -> DeepInfra:
         return DeepInfra(
             "bench/model",
             api_key="bench",
             base_url=self.fake.base_url,
             echo=False,
-            logprobs=False,
+            logprobs=logprobs,
             profiles=ProfileRegistry(),
             retry=RetryPolicy(sleep=lambda _s: None),
         )
 
 
 def measure(
-    server: Server, calls: int, script: Callable[[int], list[str]], program: Callable[[DeepInfra], Any]
+    server: Server,
+    calls: int,
+    script: Callable[[int], list[Scripted]],
+    program: Callable[[DeepInfra], Any],
+    *,
+    logprobs: bool = False,
 ) -> Tally:
     tally = Tally()
     for i in range(calls):
         server.queue.extend(script(i))
-        lm = server.model()
+        lm = server.model(logprobs)
         before = len(server.fake.requests)
         lm = program(lm)
         tally.successes += 1
@@ -125,6 +156,29 @@ def select_naive(lm: DeepInfra) -> DeepInfra:
         if chosen is None and trial["yes_no"].strip().lower().startswith("yes"):
             chosen = option
     assert chosen == "technical"
+    return lm
+
+
+def scores_ours(lm: DeepInfra, exact: bool = False) -> DeepInfra:
+    lm = select_ours(lm)
+    scores = option_probs(lm, "team", exact=exact)
+    assert scores is not None and max(scores, key=lambda o: scores[o].prob) == "technical"
+    assert all(not p.bound for p in scores.values())
+    return lm
+
+
+def scores_naive(lm: DeepInfra) -> DeepInfra:
+    scores = {}
+    for option in OPTIONS:
+        trial = lm
+        with user():
+            trial += f"{TICKET}\nIs the right team {option!r}? Answer yes or no."
+        with assistant():
+            trial += gen("yes_no", max_tokens=1)
+        scores[option] = math.exp(trial.log_prob("yes_no"))
+        lm.usage.prompt_tokens += trial.usage.prompt_tokens - lm.usage.prompt_tokens
+        lm.usage.completion_tokens += trial.usage.completion_tokens - lm.usage.completion_tokens
+    assert max(scores, key=lambda o: scores[o]) == "technical"
     return lm
 
 
@@ -175,6 +229,24 @@ def main(argv: list[str] | None = None) -> None:
                     server, args.calls, lambda i: ["no", "Yes." if imperfect(i) else "yes", "no", "no"], select_naive
                 ),
                 "one yes/no call per option",
+            ),
+            (
+                "select option scores (4 options)",
+                measure(server, args.calls, lambda i: [SCORED_SELECT], scores_ours, logprobs=True),
+                measure(server, args.calls, lambda i: [yes_no(o) for o in OPTIONS], scores_naive, logprobs=True),
+                "one yes/no call per option, P(yes) from logprobs",
+            ),
+            (
+                "select option scores, exact mode",
+                measure(
+                    server,
+                    args.calls,
+                    lambda i: [SCORED_SELECT, EXACT_FIRST_TOKEN],
+                    lambda lm: scores_ours(lm, exact=True),
+                    logprobs=True,
+                ),
+                measure(server, args.calls, lambda i: [yes_no(o) for o in OPTIONS], scores_naive, logprobs=True),
+                "one yes/no call per option, P(yes) from logprobs",
             ),
             (
                 "json (schema, 4 fields)",

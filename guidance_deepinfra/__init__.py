@@ -16,7 +16,10 @@ from __future__ import annotations
 import guidance.models as _guidance_models
 
 from ._http import DEFAULT_BASE_URL, RetryPolicy
+from ._logprobs import OptionProb as OptionProb
 from ._model import DEFAULT_MODEL, DeepInfra
+from ._option_probs import enum_confidence as enum_confidence  # enum fields of a JSON reply read elsewhere
+from ._option_probs import option_probs as option_probs  # every select option's probability, from one call
 from ._schema_json import json as json  # guidance json() without llguidance build-time refusals
 from .errors import (
     APIError,
@@ -66,6 +69,7 @@ __all__ = [
     "MissingAPIKeyError",
     "ModelNotFoundError",
     "ModelProfile",
+    "OptionProb",
     "PROFILES",
     "ProtocolError",
     "RateLimitError",
@@ -77,6 +81,8 @@ __all__ = [
     "UnsupportedFeatureWarning",
     "aextract",
     "declare_profile",
+    "enum_confidence",
     "extract",
     "limits",
+    "option_probs",
 ]

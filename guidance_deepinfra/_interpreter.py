@@ -44,6 +44,7 @@ from pydantic import TypeAdapter
 
 from . import _request, _tool_args
 from ._http import Transport
+from ._logprobs import RequestTokens, span_log_prob
 from ._stops import StopScanner, StopSpec, stop_spec_for
 from .errors import Attempt, InvalidProgramError, ToolArgumentsError, UnsupportedFeatureError
 from .limits import current_limits
@@ -62,6 +63,9 @@ class DeepInfraState(OpenAIState):
         #: Reasoning text (``reasoning_content``) of each call that had any, oldest first.
         self.reasoning: list[str] = []
         self.finish_reasons: list[str | None] = []
+        #: Per capture name: the options of a select (or the enum fields of a json) and their probabilities
+        #: (`guidance_deepinfra.option_probs` reads them; see `_logprobs`).
+        self.option_scores: dict[str, Any] = {}
 
 
 @dataclass
@@ -107,6 +111,8 @@ class DeepInfraBaseInterpreter(BaseOpenAIInterpreter):
         #: Usage of every call made through this model object and all states derived from it, including
         #: calls of attempts that ended in an error (which leave no new program state to read usage from).
         self.ledger = SharedUsage()
+        #: The token logprobs of the latest request, recorded before client-side stops touch the text.
+        self.request_tokens: RequestTokens | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model={self.model!r}, base_url={self.transport.base_url!r})"
@@ -204,6 +210,7 @@ class DeepInfraBaseInterpreter(BaseOpenAIInterpreter):
         reasoning: list[str] = []
         finish_reason: str | None = None
         saw_usage = False
+        self.request_tokens = tokens = RequestTokens()
         try:
             for chunk in chunks:
                 if chunk.usage is not None:
@@ -222,6 +229,7 @@ class DeepInfraBaseInterpreter(BaseOpenAIInterpreter):
                     finish_reason = choice.finish_reason
                 if delta.tool_calls and not delta.content:
                     delta.content = None
+                tokens.add_chunk(delta.content, getattr(choice, "logprobs", None))
                 if scanner is not None and delta.content:
                     shown = scanner.feed(delta.content)
                     if shown != delta.content:
@@ -327,9 +335,20 @@ class DeepInfraBaseInterpreter(BaseOpenAIInterpreter):
             self.state.apply_text(spec.emit_suffix)
             yield TextOutput(value=spec.emit_suffix, is_input=True)
         if node.capture:
-            yield self.state.apply_capture(node.capture, generated, log_prob=None, is_append=node.list_append)
+            log_prob = self.generated_log_prob((0, len(generated.encode())))
+            yield self.state.apply_capture(node.capture, generated, log_prob=log_prob, is_append=node.list_append)
         if node.stop_capture:
-            yield self.state.apply_capture(node.stop_capture, scanner.stop_text if scanner else "", log_prob=None)
+            stop_text = scanner.stop_text if scanner else ""
+            at = len(generated.encode())
+            log_prob = self.generated_log_prob((at, at + len(stop_text.encode())))
+            yield self.state.apply_capture(node.stop_capture, stop_text, log_prob=log_prob)
+
+    def generated_log_prob(self, span: tuple[int, int], *, generated_at: int = 0) -> float | None:
+        """The log probability of the latest request's tokens over a byte span of its text (None without
+        logprobs). Grammar captures use it with the span each capture covers (see `_logprobs`)."""
+        tokens = self.request_tokens
+        usable = tokens.tokens if tokens is not None and tokens.usable else None
+        return span_log_prob(usable, span, generated_at=generated_at)
 
     def constrained_rule(self, node: RuleNode, **kwargs: Any) -> Iterator[OutputAttr]:
         """Overridden by the constraint mixins; reached only for constructs none of them handles."""

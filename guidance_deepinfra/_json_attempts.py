@@ -35,6 +35,8 @@ class Outcome:
     errors: list[str]
     fatal: bool = False  # no retry can help (the user's max_tokens cut the answer)
     written: bool = False  # the accepted value is already in the program (streamed)
+    log_prob: float | None = None  # of the accepted value's tokens (see `_logprobs`)
+    scores: Any = None  # the select's option scores, or a json answer's enum fields (`_logprobs.OptionScores`)
 
 
 def json_request(prepared: PreparedSchema, user_schema: Any) -> RequestFor:

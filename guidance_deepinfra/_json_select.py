@@ -30,6 +30,7 @@ from guidance.trace import Backtrack, OutputAttr, TextOutput
 from . import _schema_prompts as prompts
 from ._interpreter import DeepInfraBaseInterpreter
 from ._json_attempts import MAX_CONTINUATIONS, AttemptPlan, Outcome, json_request, next_continuation
+from ._logprobs import OptionProb, OptionScores, RequestTokens, score_json, score_select, top_level_value_spans
 from ._schema_check import PreparedSchema, parse_and_check, prepare
 from .errors import InvalidProgramError, UnsupportedFeatureError
 from .limits import current_limits
@@ -69,7 +70,8 @@ class JsonSelectMixin(DeepInfraBaseInterpreter):
         _check_options(options)
         if len(options) == 1:  # nothing to choose: no request, as guidance does locally
             self.state.usage.constraint("select").satisfied += 1
-            yield from self._accept(spec, _Outcome(options[0], options[0], []))
+            forced = 0.0 if self.logprobs else None  # forced text has probability 1
+            yield from self._accept(spec, _Outcome(options[0], options[0], [], log_prob=forced))
             return
         self._check_can_generate()
         enum_schema = {"type": "string", "enum": list(options)}
@@ -89,7 +91,13 @@ class JsonSelectMixin(DeepInfraBaseInterpreter):
             result = self.collect(body)
             choice = _decode_choice(result.text, options)
             if choice is not None:
-                return _Outcome(result.text, choice, [])
+                log_prob, distribution, lead = score_select(
+                    result.text, self.request_tokens, choice, options, enforced=mode == "json_schema"
+                )
+                scores = None
+                if distribution is not None:
+                    scores = OptionScores(choice, distribution, lead.endswith('"'), request=body, lead=lead)
+                return _Outcome(result.text, choice, [], log_prob=log_prob, scores=scores)
             if result.finish_reason == "length":
                 reason = f"cut off after {max_tokens} tokens (finish_reason: length)"
             else:
@@ -141,9 +149,12 @@ class JsonSelectMixin(DeepInfraBaseInterpreter):
         """
         writer = _Writer(self.state)
         raw = ""
+        first_body = body
+        requests: list[tuple[int, RequestTokens]] = []  # where each request's text begins in raw, its tokens
         for continuation in range(MAX_CONTINUATIONS + 1):
             finish: list[str | None] = []
             answered = len(raw)
+            offset = len(raw.encode())
             with ExitStack() as stack:
                 chunks = self.open_stream(body, stack)
                 for chunk in self.tap(chunks, on_finish=finish.append):
@@ -151,6 +162,8 @@ class JsonSelectMixin(DeepInfraBaseInterpreter):
                     if piece:
                         raw += piece
                         yield from writer.feed(piece)
+            if self.request_tokens is not None:
+                requests.append((offset, self.request_tokens))
             finish_reason = finish[0] if finish else None
             following, cut = next_continuation(body, raw[answered:], finish_reason, continuation, user_max_tokens)
             if cut is not None:
@@ -163,10 +176,13 @@ class JsonSelectMixin(DeepInfraBaseInterpreter):
         if errors:
             yield from writer.backtrack()
             return _Outcome(raw, None, errors)
+        enforced = _format_type(first_body) == "json_schema"
+        log_prob, fields = score_json(raw, document, requests, prepared.schema, enforced=enforced)
+        scores = _field_scores(document, fields, first_body)
         if writer.written != document:  # e.g. a code fence in prompt-only mode
             yield from writer.backtrack()
-            return _Outcome(raw, document, [])
-        return _Outcome(raw, document, [], written=True)
+            return _Outcome(raw, document, [], log_prob=log_prob, scores=scores)
+        return _Outcome(raw, document, [], written=True, log_prob=log_prob, scores=scores)
 
     # ----------------------------------------------------------------- the attempt loop
 
@@ -245,7 +261,8 @@ class JsonSelectMixin(DeepInfraBaseInterpreter):
             self.state.apply_text(value)
             yield TextOutput(value=value, is_generated=True)
         for name, append in spec.captures:
-            yield self.state.apply_capture(name, value, log_prob=None, is_append=append)
+            _keep_scores(self.state.option_scores, name, outcome.scores, append)
+            yield self.state.apply_capture(name, value, log_prob=outcome.log_prob, is_append=append)
 
 
 class _Writer:
@@ -280,6 +297,35 @@ class _Writer:
         yield Backtrack(n_tokens=self.outputs, bytes=base64.b64encode(self.written.encode()))
         self.written = ""
         self.outputs = 0
+
+
+def _format_type(body: dict[str, Any]) -> Any:
+    return (body.get("response_format") or {}).get("type")
+
+
+def _field_scores(
+    document: str, fields: dict[str, dict[str, OptionProb]], body: dict[str, Any]
+) -> dict[str, OptionScores]:
+    """The option scores of a JSON answer's enum fields, with what exact scoring needs to redo them."""
+    if not fields:
+        return {}
+    spans = top_level_value_spans(document)
+    value = json.loads(document)
+    return {
+        name: OptionScores(value[name], options, True, request=body, lead=document[: spans[name][0] + 1])
+        for name, options in fields.items()
+    }
+
+
+def _keep_scores(store: dict[str, Any], name: str, scores: Any, append: bool) -> None:
+    """Remember a capture's option scores beside it (a list for list_append, like the capture)."""
+    if append:
+        kept = store.get(name)
+        store[name] = [*(kept if isinstance(kept, list) else []), scores]
+    elif scores is None:
+        store.pop(name, None)
+    else:
+        store[name] = scores
 
 
 def _unwrap(node: RuleNode) -> _Spec | None:

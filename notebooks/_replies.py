@@ -104,3 +104,42 @@ REPLIES["regex_and_grammars"] = [
     Reply.text("I would rather explain it in words.", prompt_tokens=41, completion_tokens=9),
     Reply.text("Three plus four, times twelve.", prompt_tokens=112, completion_tokens=8),
 ]
+
+# The classification notebook's confidence cells: these replies carry scripted token logprobs (synthesized
+# numbers, not a model's). The fake server sends them only when the request asks for logprobs, with at most
+# the request's top_logprobs alternatives.
+REPLIES["classification"] += [
+    # A clear billing ticket: the model is sure.
+    Reply.text(
+        '"billing"',
+        token_logprobs=[
+            ('"', -0.001),
+            ("billing", -0.05, {"billing": -0.05, "other": -3.9, "bug": -4.6}),
+            ('"', -0.0001),
+        ],
+        prompt_tokens=48,
+    ),
+    Reply.text(
+        '"bug"',
+        token_logprobs=[('"', -0.001), ("bug", -0.08, {"bug": -0.08, "feature": -2.9, "other": -4.1}), ('"', 0.0)],
+        prompt_tokens=51,
+    ),
+    # A ticket the model is torn about, between billing and bug.
+    Reply.text(
+        '"billing"',
+        token_logprobs=[
+            ('"', -0.002),
+            ("billing", -0.6, {"billing": -0.6, "bug": -1.1, "other": -2.6, "feature": -3.4}),
+            ('"', -0.001),
+        ],
+        prompt_tokens=57,
+    ),
+    # Exact scoring of that ticket by continuation: the first token after the opening quote, then the one
+    # option whose first token does not finish it ("feature request").
+    Reply.text(
+        'billing"',
+        token_logprobs=[('billing"', -0.62, {'billing"': -0.62, 'bug"': -1.05, "feature": -3.5, 'other"': -2.7})],
+        prompt_tokens=60,
+    ),
+    Reply.text(' request"', token_logprobs=[(' request"', -0.01, {' request"': -0.01})], prompt_tokens=61),
+]

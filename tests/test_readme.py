@@ -1,7 +1,8 @@
 """The README's Python examples run, in order, against the fake server, so they cannot rot.
 
-A block may be preceded by ``<!-- fake-replies: [...] -->``: the texts the fake server answers with. The
-key and endpoint come from the environment, as a user's would.
+A block may be preceded by ``<!-- fake-replies: [...] -->``: the texts the fake server answers with (or
+``{"text": ..., "tokens": [[token, logprob, {alternative: logprob}], ...]}`` for a reply with scripted token
+logprobs). The key and endpoint come from the environment, as a user's would.
 """
 
 from __future__ import annotations
@@ -18,7 +19,13 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 BLOCK = re.compile(r"(?:<!-- fake-replies: (?P<replies>.*?) -->\n)?```python\n(?P<code>.*?)```", re.DOTALL)
 
 
-def blocks() -> list[tuple[list[str], str]]:
+def scripted(reply: str | dict) -> Reply:
+    if isinstance(reply, str):
+        return Reply.text(reply)
+    return Reply.text(reply["text"], token_logprobs=[tuple(token) for token in reply["tokens"]])
+
+
+def blocks() -> list[tuple[list[str | dict], str]]:
     found = []
     for m in BLOCK.finditer(README.read_text()):
         replies = json.loads(m.group("replies")) if m.group("replies") else []
@@ -38,7 +45,7 @@ def test_readme_examples_run(
     namespace: dict[str, object] = {}
     expected_requests = 0
     for i, (replies, code) in enumerate(blocks()):
-        fake.push(*(Reply.text(text) for text in replies))
+        fake.push(*(scripted(reply) for reply in replies))
         expected_requests += len(replies)
         # Each block runs from a file of its own: guidance reads a decorated function's source.
         source = tmp_path / f"readme_example_{i}.py"
@@ -49,6 +56,7 @@ def test_readme_examples_run(
     out = capsys.readouterr().out
     assert "Paris" in out
     assert "number='17'" in out or "number='18'" in out
+    assert "technical 0.73" in out and "billing       0.202" in out
 
 
 # --------------------------------------------------------------------------- what users are told about offline material

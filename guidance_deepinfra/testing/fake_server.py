@@ -21,7 +21,7 @@ import json
 import socket
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
@@ -29,6 +29,10 @@ from typing import Any
 # The fixed price per token behind every fake reply's usage.estimated_cost (not DeepInfra's prices): costs shown
 # offline, by the demo, the notebooks and tests, come from it.
 COST_PER_TOKEN = 1e-7
+
+#: A scripted token: its text and log probability, optionally with the alternatives ``{text: logprob}``
+#: the server lists as ``top_logprobs`` (most likely first, as written).
+ScriptedToken = tuple[str, float] | tuple[str, float, Mapping[str, float]]
 
 
 @dataclass
@@ -79,6 +83,7 @@ class Reply:
         model: str = "fake-model",
         cut: bool = False,
         honour_stop: bool = True,
+        token_logprobs: Sequence[ScriptedToken] | None = None,
     ) -> Reply:
         """A streamed assistant answer split into pieces, DeepInfra style.
 
@@ -86,7 +91,22 @@ class Reply:
         one and ``finish_reason`` becomes ``stop``. With ``honour_stop=False`` the whole text is sent whatever
         the request's ``stop`` says, as a model (or server) that overruns its stop strings would: only the
         client's own stop scanning can then end the text where the program asks.
+
+        `token_logprobs` scripts the answer token by token (the tokens must spell `text`): each token is its
+        own chunk, and it carries its ``logprobs`` only when the request asked for them, with at most the
+        request's ``top_logprobs`` alternatives, as DeepInfra answers.
         """
+        if token_logprobs is not None:
+            if "".join(t[0] for t in token_logprobs) != text:
+                raise ValueError("the scripted tokens must spell the reply's text")
+            return cls._scored(
+                text,
+                list(token_logprobs),
+                finish_reason=finish_reason,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                honour_stop=honour_stop,
+            )
         options: dict[str, Any] = dict(
             finish_reason=finish_reason,
             pieces=pieces,
@@ -112,6 +132,53 @@ class Reply:
                 cut_at = min(hits)
                 return now(text[:cut_at], **{**options, "pieces": None, "finish_reason": "stop"})
             return now(text, **options)
+
+        return cls(build=build, headers={"content-type": "text/event-stream"})
+
+    @classmethod
+    def _scored(
+        cls,
+        text: str,
+        tokens: list[ScriptedToken],
+        *,
+        finish_reason: str,
+        prompt_tokens: int,
+        completion_tokens: int | None,
+        honour_stop: bool = True,
+    ) -> Reply:
+        def build(body: dict[str, Any]) -> Reply:
+            kept, finish = list(tokens), finish_reason
+            stops = (body.get("stop") or []) if honour_stop else []
+            hits = [text.find(s) for s in ([stops] if isinstance(stops, str) else stops) if s and s in text]
+            if hits:  # keep the tokens that start before the stop, the last one cut at it
+                kept, position, finish = [], 0, "stop"
+                for token in tokens:
+                    if position >= min(hits):
+                        break
+                    kept.append((token[0][: min(hits) - position], *token[1:]))  # type: ignore[arg-type]
+                    position += len(token[0])
+            reply = cls._text_now(
+                "".join(t[0] for t in kept),
+                finish_reason=finish,
+                pieces=[t[0] for t in kept],
+                chunk_size=8,
+                reasoning=None,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens if completion_tokens is not None else len(kept),
+                cached_tokens=0,
+                logprobs=False,
+                delay=0.0,
+                chunk_delay=0.0,
+                model="fake-model",
+                cut=False,
+            )
+            if not body.get("logprobs"):
+                return reply
+            width = int(body.get("top_logprobs") or 0)
+            events = reply.events[:1] + [
+                _with_logprobs(event, token, width) for event, token in zip(reply.events[1:], kept, strict=False)
+            ]
+            return cls(events=events + reply.events[1 + len(kept) :], headers=dict(reply.headers))
 
         return cls(build=build, headers={"content-type": "text/event-stream"})
 
@@ -347,6 +414,23 @@ class Reply:
         if before_headers:
             return cls(status=200, body=b"", headers={"content-type": "text/event-stream"}, delay=seconds)
         return cls(headers={"content-type": "text/event-stream"}, hang=seconds)
+
+
+def _with_logprobs(event: bytes, token: ScriptedToken, width: int) -> bytes:
+    """Add one token's ``logprobs`` (and up to `width` alternatives) to a framed content chunk."""
+    payload = json.loads(event[len(b"data: ") :])
+    alternatives = list((token[2] if len(token) > 2 else {}).items())[:width]  # type: ignore[misc]
+    payload["choices"][0]["logprobs"] = {
+        "content": [
+            {
+                "token": token[0],
+                "logprob": token[1],
+                "bytes": list(token[0].encode()),
+                "top_logprobs": [{"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in alternatives],
+            }
+        ]
+    }
+    return b"data: " + json.dumps(payload).encode() + b"\n\n"
 
 
 Responder = Callable[[dict[str, Any]], Reply]
