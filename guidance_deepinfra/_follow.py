@@ -67,6 +67,10 @@ class Followed:
     captures: dict[str, Any] = field(default_factory=dict)
     #: The grammar itself ended (nothing may follow), rather than the answer or an end-of-sequence.
     stopped: bool = False
+    #: Per capture, the answer bytes read when it was reported (a list for list_append), to place it.
+    capture_ends: dict[str, Any] = field(default_factory=dict)
+    #: Per capture, its log probability (filled in by the ladder from the requests' token logprobs).
+    log_probs: dict[str, Any] = field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
@@ -133,6 +137,7 @@ class Follower:
             trial.position = run.position
             trial.emitted = bytearray(run.emitted)
             trial.captures = dict(run.captures)
+            trial.capture_ends = {k: list(v) if isinstance(v, list) else v for k, v in run.capture_ends.items()}
             trial.synthetic_from = len(run.answer)
             ended = trial.go_on()
             if ended.complete:
@@ -151,6 +156,7 @@ class _Run:
         self.position = 0
         self.emitted = bytearray()
         self.captures: dict[str, Any] = {}
+        self.capture_ends: dict[str, Any] = {}
         self.synthetic_from: int | None = None
         self.late_captures: set[str] = set()
 
@@ -193,6 +199,7 @@ class _Run:
             consumed=self.position,
             text=bytes(self.emitted).decode("utf-8", errors="replace"),
             captures=self.captures,
+            capture_ends=self.capture_ends,
         )
 
     def _step(self, *, at_end: bool = False) -> tuple[Any, bool]:
@@ -216,8 +223,12 @@ class _Run:
             listed = self.captures.setdefault(name[len(_LIST_APPEND) :], [])
             if isinstance(listed, list):
                 listed.append(value)
+                ends = self.capture_ends.setdefault(name[len(_LIST_APPEND) :], [])
+                if isinstance(ends, list):
+                    ends.append(self.position)
         else:
             self.captures[name] = value
+            self.capture_ends[name] = self.position
 
     def _align(self, forced: bytes, *, stop_start: int | None) -> bool:
         """Match text the interpreter inserted against the answer (see the module docstring); False when the

@@ -56,8 +56,10 @@ class GrammarMixin(DeepInfraBaseInterpreter):
             self.state.apply_text(followed.text)
             yield TextOutput(value=followed.text, is_generated=True)
         for name, value in followed.captures.items():
+            log_prob = followed.log_probs.get(name)
             if isinstance(value, list):
-                for item in value:
-                    yield self.state.apply_capture(name, item, log_prob=None, is_append=True)
+                each = log_prob if isinstance(log_prob, list) and len(log_prob) == len(value) else [None] * len(value)
+                for item, item_log_prob in zip(value, each, strict=True):
+                    yield self.state.apply_capture(name, item, log_prob=item_log_prob, is_append=True)
             else:
-                yield self.state.apply_capture(name, value, log_prob=None)
+                yield self.state.apply_capture(name, value, log_prob=log_prob if isinstance(log_prob, float) else None)

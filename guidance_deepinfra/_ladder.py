@@ -30,6 +30,7 @@ from guidance._ast import GrammarNode, RegexNode, RuleNode
 from ._follow import Followed
 from ._grammar_attrs import request_attributes
 from ._ladder_pattern import ServerForm, is_regular, server_form
+from ._logprobs import Piece, carried_pieces, grammar_capture_log_probs, reply_pieces
 from ._matcher import CompiledGrammar, Verdict
 from .errors import Attempt, ConstraintError, InvalidParameterError, UnsupportedFeatureError
 from .limits import current_limits
@@ -120,6 +121,8 @@ class GrammarLadder:
                 self.server_form = server_form(node)
         self.attempts: list[Attempt] = []
         self.tokens_spent = 0
+        #: Which request generated which bytes of each candidate answer judged so far (for log probabilities).
+        self.layouts: dict[str, list[Piece]] = {}
 
     # ------------------------------------------------------------------ the loop
 
@@ -238,6 +241,7 @@ class GrammarLadder:
         without a valid start is a single match embedded in the reply taken, and only if unambiguous.
         """
         candidates = list(dict.fromkeys(self._candidates(step, result.text)))
+        self._lay_out(step, result, candidates)
         verdicts = [self.compiled.check(c) for c in candidates]
         verdict = max(verdicts, key=_rank)
         forced_len = len(self.forced.encode())
@@ -309,7 +313,7 @@ class GrammarLadder:
             kept = candidate.encode()[: followed.consumed].decode("utf-8", errors="replace")
             notes = (f"cut after the match: {kept!r}",)
         self.attempts.append(Attempt(candidate, notes, step.kind))
-        return followed, step
+        return self._scored(followed, candidate), step
 
     def _retry(self, verdict: Verdict, reason: str) -> Step:
         """A fresh answer: with feedback when that rung is on, else the same request again."""
@@ -325,7 +329,25 @@ class GrammarLadder:
             self.attempts.append(Attempt(verdict.text, (reason,), step.kind))
             return None, self._retry(verdict, reason)
         self.attempts.append(Attempt(verdict.text, (f"{how}: {text!r}",) if how else (), step.kind))
-        return followed, step
+        return self._scored(followed, text), step
+
+    # ------------------------------------------------------------------ log probabilities
+
+    def _lay_out(self, step: Step, result: CallResult, candidates: list[str]) -> None:
+        """Record which request generated which bytes of each candidate (see `_logprobs.Piece`)."""
+        tokens = self.interpreter.request_tokens
+        decoded = _json_string(result.text) if step.kind == "server-json" else None
+        for candidate in candidates:
+            earlier: list[Piece] = []
+            if step.kind == "repair" and candidate.startswith(step.kept):
+                earlier = carried_pieces(self.layouts, step.kept)
+            self.layouts[candidate] = earlier + reply_pieces(candidate, result.text, tokens, decoded=decoded)
+
+    def _scored(self, followed: Followed, answer: str) -> Followed:
+        """Give the followed answer's captures their log probabilities from the requests that wrote them."""
+        pieces = carried_pieces(self.layouts, answer)
+        followed.log_probs = grammar_capture_log_probs(answer, followed.captures, followed.capture_ends, pieces)
+        return followed
 
     def _add_feedback(self, verdict: Verdict, reason: str) -> None:
         """Make the context a conversation that shows the rejected answer and asks again."""

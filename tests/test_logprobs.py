@@ -12,7 +12,7 @@ import math
 
 import pydantic
 import pytest
-from guidance import assistant, gen, select, user
+from guidance import assistant, gen, lark, select, user
 from guidance import json as guidance_json
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -21,6 +21,7 @@ import guidance_deepinfra
 from guidance_deepinfra import (
     ConfigurationError,
     InvalidProgramError,
+    ModelProfile,
     OptionProb,
     UnsupportedFeatureWarning,
     option_probs,
@@ -523,3 +524,65 @@ def test_pieces_follow_the_answer_through_trimming_repair_and_json_replies() -> 
     assert pieces_log_prob((2, 4), [piece]) == pytest.approx(-0.5)
     escaped = recorded(('"', -0.01), ('a\\"b', -0.5), ('"', -0.02))
     assert pieces_log_prob((0, 3), reply_pieces('a"b', '"a\\"b"', escaped, decoded='a"b')) is None
+
+
+# ----------------------------------------------------------------------------- regex and grammar captures
+
+ARITHMETIC = r"""
+start: expr
+expr: term (("+" | "-") term)*
+term: factor (("*" | "/") factor)*
+factor: NUMBER | "(" expr ")"
+NUMBER: /[0-9]+/
+"""
+
+
+def test_regex_capture_answered_as_a_json_string_scores_its_text_not_the_quotes(fake, make_model) -> None:
+    script = [('"', -0.01), ("1969", -0.5), ("-07", -0.2), ("-20", -0.3), ('"', -0.02)]
+    fake.push(Reply.text('"1969-07-20"', token_logprobs=script))
+    lm = ask(make_model(logprobs=True), "When did Apollo 11 land?")
+    with assistant():
+        lm += gen("date", regex=r"\d{4}-\d{2}-\d{2}")
+    assert fake.last["response_format"]["type"] == "json_schema"
+    assert lm["date"] == "1969-07-20" and lm.log_prob("date") == pytest.approx(-1.0)
+    assert len(fake.requests) == 1
+
+
+def test_grammar_captures_in_one_answer_each_score_their_tokens(fake, make_model) -> None:
+    script = [("Alice", -0.4), (",", -0.1), (" age", -0.2), (" 4", -0.3), ("2", -0.05)]
+    fake.push(Reply.text("Alice, age 42", token_logprobs=script))
+    lm = ask(make_model(logprobs=True, profile=ModelProfile(json_schema=False)), "Who?")
+    with assistant():
+        lm += "Name: " + gen("name", stop=",") + " age " + gen("age", regex=r"\d+")
+    assert (lm["name"], lm["age"]) == ("Alice", "42")
+    assert lm.log_prob("name") == pytest.approx(-0.4)
+    assert lm.log_prob("age") == pytest.approx(-0.35)  # " 4" produced the capture's first byte
+
+
+def test_grammar_list_append_captures(fake, make_model) -> None:
+    fake.push(Reply.text("7,8", token_logprobs=[("7", -0.3), (",", -0.1), ("8", -0.6)]))
+    lm = ask(make_model(logprobs=True, profile=ModelProfile(json_schema=False)), "Two digits?")
+    with assistant():
+        lm += gen("d", regex=r"\d", list_append=True) + "," + gen("d", regex=r"\d", list_append=True)
+    assert lm["d"] == ["7", "8"] and lm.log_prob("d") == [pytest.approx(-0.3), pytest.approx(-0.6)]
+
+
+def test_a_repaired_grammar_answer_counts_only_the_kept_and_continued_tokens(fake, make_model) -> None:
+    fake.push(
+        Reply.text("(3+4)x12", token_logprobs=[("(3", -0.1), ("+4)", -0.2), ("x12", -3.0)]),
+        Reply.text("*12", token_logprobs=[("*", -0.4), ("12", -0.5)]),
+    )
+    lm = ask(make_model(logprobs=True), "Add three and four, then multiply by twelve.")
+    with assistant():
+        lm += lark(ARITHMETIC, name="expr")
+    assert lm["expr"] == "(3+4)*12"
+    assert fake.last["messages"][-1] == {"role": "assistant", "content": "(3+4)"}
+    assert lm.log_prob("expr") == pytest.approx(-1.2)  # "x12" was thrown away; the kept "(3+4)" counts once
+
+
+def test_grammar_captures_without_logprobs_are_none(fake, make_model) -> None:
+    fake.push(Reply.text("n=42", token_logprobs=[("n=", -0.1), ("42", -0.3)]))
+    lm = ask(make_model(logprobs=False, profile=ModelProfile(json_schema=False)), "n?")
+    with assistant():
+        lm += gen("n", regex=r"n=\d+")
+    assert lm["n"] == "n=42" and lm.log_prob("n") is None
