@@ -221,6 +221,17 @@ def test_options_sharing_a_start_are_bounded_where_the_list_cannot_tell_them_apa
     assert probs["technical"].prob == pytest.approx(math.exp(-1.5))
 
 
+def test_a_listed_token_two_options_share_bounds_both(fake, make_model) -> None:
+    script = [('"', -0.01), ("tech", -0.3, {"tech": -0.3, "bill": -1.5}), ('nical"', -0.02)]
+    fake.push(Reply.text('"technical"', token_logprobs=script))
+    lm = ask(make_model(logprobs=True))
+    with assistant():
+        lm += select(["billing", "bill payment", "technical"], name="team")
+    probs = option_probs(lm, "team")
+    for option in ("billing", "bill payment"):  # "bill" starts both: the list cannot tell them apart
+        assert probs[option].prob == pytest.approx(math.exp(-1.5)) and probs[option].bound
+
+
 def test_select_list_append_keeps_one_distribution_per_choice(fake, make_model) -> None:
     fake.push(
         Reply.text('"technical"', token_logprobs=TEAM_TOKENS),
