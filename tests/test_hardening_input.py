@@ -69,10 +69,30 @@ def test_invalid_schema(fake: FakeDeepInfra, make_model: MakeModel, schema: Any,
     _refused(fake, make_model, lambda: guidance_deepinfra.json("doc", schema=schema), fragment)
 
 
-def test_guidance_json_with_invalid_schema_fails_when_built(fake: FakeDeepInfra) -> None:
-    """guidance's own json() refuses these while the program is built: nothing can reach the server."""
-    with pytest.raises(ValueError):
-        guidance.json("doc", schema={"type": "nonsense"})
+def _run_program_that_builds(fake: FakeDeepInfra, make_model: MakeModel, build: Callable[[], Any]) -> None:
+    """Run, on a model of the fake server, a program that writes forced text and then builds `build()`.
+
+    guidance itself refuses some bad nodes while the program builds them, in the middle of the run; the
+    forced text written before must not have been sent on its own.
+    """
+
+    @guidance(dedent=False)
+    def program(lm: Any) -> Any:
+        lm += "Here it is: "
+        return lm + build()
+
+    fake.push(Reply.text('{"a": 1}'))
+    lm = make_model()
+    with user():
+        lm += "Answer."
+    with assistant():
+        lm += program()
+
+
+def test_guidance_json_with_invalid_schema_fails_when_built(fake: FakeDeepInfra, make_model: MakeModel) -> None:
+    """guidance's own json() refuses these while the program is built: nothing reaches the server."""
+    with pytest.raises(ValueError, match="Invalid type: nonsense"):
+        _run_program_that_builds(fake, make_model, lambda: guidance.json("doc", schema={"type": "nonsense"}))
     assert fake.requests == []
 
 
@@ -103,22 +123,19 @@ def test_invalid_regex(fake: FakeDeepInfra, make_model: MakeModel, pattern: str)
 
 
 @pytest.mark.parametrize(
-    ("grammar", "fragment"),
-    [("start: ???", "Expected"), ("start: missing_rule", "missing_rule"), ('start: "a', "")],
+    ("grammar", "fragments"),
+    [
+        ("start: ???", ["Expected value", "start: ???"]),
+        ("start: missing_rule", ['unknown name: "missing_rule"']),
+        ('start: "a', ["lexer error", '| start: "a\n']),
+    ],
     ids=["syntax", "unknown-rule", "unterminated-string"],
 )
-def test_invalid_lark(fake: FakeDeepInfra, make_model: MakeModel, grammar: str, fragment: str) -> None:
-    fake.push(Reply.text("a"))
-    try:
-        node = lark(grammar)
-    except Exception as exc:  # noqa: BLE001 - guidance itself may refuse it while building
-        assert fragment in str(exc)
-        assert fake.requests == []
-        return
-    with pytest.raises(InvalidProgramError) as info:
-        _in_assistant_turn(make_model, node)
-    assert fragment in str(info.value)
-    assert fake.requests == []
+def test_invalid_lark(fake: FakeDeepInfra, make_model: MakeModel, grammar: str, fragments: list[str]) -> None:
+    """A grammar that does not parse is refused, the error naming the fault and quoting the grammar's line."""
+    error = _refused(fake, make_model, lambda: lark(grammar), "invalid regex or grammar")
+    for fragment in fragments:
+        assert fragment in str(error)
 
 
 def test_invalid_stop_regex(fake: FakeDeepInfra, make_model: MakeModel) -> None:
@@ -133,9 +150,10 @@ def test_non_string_stop(fake: FakeDeepInfra, make_model: MakeModel) -> None:
     _refused(fake, make_model, lambda: gen("x", stop=stop), "stop must be a string, got int")
 
 
-def test_non_string_in_stop_list_fails_when_built(fake: FakeDeepInfra) -> None:
-    with pytest.raises(TypeError):
-        gen("x", stop=["ok", 5])  # type: ignore[list-item]  # guidance quotes each stop while building the node
+def test_non_string_in_stop_list_fails_when_built(fake: FakeDeepInfra, make_model: MakeModel) -> None:
+    with pytest.raises(TypeError, match="expected string or bytes-like object, got 'int'"):
+        # guidance quotes each stop while building the node
+        _run_program_that_builds(fake, make_model, lambda: gen("x", stop=["ok", 5]))  # type: ignore[list-item]
     assert fake.requests == []
 
 
@@ -261,7 +279,20 @@ def test_blank_key(key: str) -> None:
         DeepInfra("m/x", api_key=key, echo=False)
 
 
-def test_every_input_error_is_a_deepinfra_error_and_a_value_error() -> None:
-    """Users can catch the package's errors by its base class or as the ValueError they are."""
-    for cls in (InvalidProgramError, ConfigurationError, MissingAPIKeyError):
-        assert issubclass(cls, DeepInfraError) and issubclass(cls, ValueError)
+@pytest.mark.parametrize("catch_as", [DeepInfraError, ValueError])
+def test_input_errors_can_be_caught_by_the_base_class_or_as_value_errors(
+    fake: FakeDeepInfra, make_model: MakeModel, catch_as: type[Exception]
+) -> None:
+    """Users can catch the package's input errors by its base class or as the ValueError they are."""
+    with pytest.raises(catch_as) as program_error:
+        _in_assistant_turn(make_model, select([], name="pick"))
+    with pytest.raises(catch_as) as setting_error:
+        make_model(base_url="ftp://example.com/v1")
+    with pytest.raises(catch_as) as key_error:
+        DeepInfra("m/x", echo=False)
+    assert (program_error.type, setting_error.type, key_error.type) == (
+        InvalidProgramError,
+        ConfigurationError,
+        MissingAPIKeyError,
+    )
+    assert fake.requests == []
