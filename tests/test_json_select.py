@@ -181,17 +181,12 @@ def test_invalid_answer_is_retried_with_the_errors_fed_back(fake, make_model) ->
         lm += "Result: " + guidance_json("p", schema=SIMPLE)
     assert lm["p"] == '{"x": 3}'
     assert str(lm).endswith('Result: {"x": 3}')
-    retry = fake.requests[1]["messages"]
-    assert retry[-3:] == [
-        {"role": "assistant", "content": "Result: " + bad},
-        {
-            "role": "user",
-            "content": "Your previous answer was rejected because it does not satisfy the required "
-            "JSON schema:\n- at $.x: 'three' is not of type 'integer'\n"
-            "Reply again with only a corrected JSON document.",
-        },
-        {"role": "assistant", "content": "Result: "},
-    ]
+    rejected, feedback, prefix = fake.requests[1]["messages"][-3:]
+    assert rejected == {"role": "assistant", "content": "Result: " + bad}  # the rejected answer, as it was
+    assert feedback["role"] == "user"
+    for named in ("$.x", "'three'", "'integer'"):  # where it failed, the value, and what was wanted
+        assert named in feedback["content"], named
+    assert prefix == {"role": "assistant", "content": "Result: "}  # the forced prefix is written again
     stats = lm.usage.constraints["json_schema"]
     assert (stats.satisfied, stats.failed, stats.round_trips) == (1, 0, 2)
 
@@ -278,8 +273,19 @@ def test_select_sends_an_enum_and_captures_the_decoded_option(fake, make_model) 
         "schema": {"type": "string", "enum": ["alpha", "beta"]},
         "strict": True,
     }
-    assert fake.last["max_tokens"] == len('"alpha"') + 24
+    # Room for the longest option (a token is at least one byte), and no more than a little beyond it.
+    assert len('"alpha"') <= fake.last["max_tokens"] <= len('"alpha"') + 64
     assert lm.usage.constraints["select"].satisfied == 1
+
+
+def test_select_leaves_room_for_its_longest_option(fake, make_model) -> None:
+    long_option = "a very long option " * 12
+    fake.push(Reply.text(json.dumps(long_option)))
+    lm = ask(make_model(), "Pick one.")
+    with assistant():
+        lm += select(["short", long_option], name="pick")
+    assert lm["pick"] == long_option
+    assert len(json.dumps(long_option)) <= fake.last["max_tokens"] <= len(json.dumps(long_option)) + 64
 
 
 def test_adversarial_select_never_returns_a_wrong_option(fake, make_model) -> None:
