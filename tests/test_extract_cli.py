@@ -94,10 +94,34 @@ def test_cli_refuses_bad_arguments_before_any_request(files: Path, monkeypatch, 
     assert "between 1 and 200" in capsys.readouterr().err
 
 
+QUICK_ANSWERS = 12  # answered at once; later requests are held until released
+HOLD_SECONDS = 60.0  # far beyond the test's own waits: a held request is never answered in time
+
+
+class HoldingResponder:
+    """Answers the first QUICK_ANSWERS requests at once and holds every later one until `release()`.
+
+    A run of more inputs than that cannot finish while requests are held, so it is surely still going when
+    the test kills it, however fast or slow the machine.
+    """
+
+    def __init__(self) -> None:
+        self.answered = 0
+        self.held = True
+
+    def __call__(self, body: dict[str, Any]) -> Reply:
+        self.answered += 1  # the server calls its responder from its one event loop thread
+        return echo(body, delay=HOLD_SECONDS if self.held and self.answered > QUICK_ANSWERS else 0.0)
+
+    def release(self) -> None:
+        self.held = False
+
+
 @pytest.fixture
-def slow_server() -> Iterator[FakeDeepInfra]:
-    with FakeDeepInfra(lambda body: echo(body, delay=0.04)) as server:
-        yield server
+def holding_server() -> Iterator[tuple[FakeDeepInfra, HoldingResponder]]:
+    responder = HoldingResponder()
+    with FakeDeepInfra(responder) as server:
+        yield server, responder
 
 
 def run_cli(files: Path, base_url: str) -> subprocess.Popen[str]:
@@ -110,14 +134,15 @@ def run_cli(files: Path, base_url: str) -> subprocess.Popen[str]:
     return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def test_sigkill_mid_run_then_resume_gives_every_record_exactly_once(files: Path, slow_server) -> None:
+def test_sigkill_mid_run_then_resume_gives_every_record_exactly_once(files: Path, holding_server) -> None:
+    server, responder = holding_server
     n = 40
     write_inputs(files / "in.jsonl", n)
     out = files / "out.jsonl"
-    proc = run_cli(files, slow_server.base_url)
+    proc = run_cli(files, server.base_url)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
-        if out.exists() and out.read_bytes().count(b"\n") >= 12:
+        if out.exists() and out.read_bytes().count(b"\n") >= QUICK_ANSWERS:
             break
         time.sleep(0.01)
     assert proc.poll() is None, f"the run ended before it could be killed: {proc.communicate()}"
@@ -129,11 +154,13 @@ def test_sigkill_mid_run_then_resume_gives_every_record_exactly_once(files: Path
     kept = out.read_bytes()
     whole = kept[: kept.rfind(b"\n") + 1]
     survivors = {json.loads(line)["id"] for line in whole.splitlines()}
-    assert 12 <= len(survivors) < n
+    assert len(survivors) == QUICK_ANSWERS  # every answered input was written; none of the held ones
     time.sleep(0.3)  # let the server take in any request the killed process had already written
-    sent_before = len(slow_server.requests)
+    sent_before = len(server.requests)
+    assert sent_before < n
+    responder.release()
 
-    resumed = run_cli(files, slow_server.base_url)
+    resumed = run_cli(files, server.base_url)
     stdout, stderr = resumed.communicate(timeout=120)
     assert resumed.returncode == 0, stderr
     assert f"{len(survivors)} input(s) already in" in stderr
@@ -142,7 +169,7 @@ def test_sigkill_mid_run_then_resume_gives_every_record_exactly_once(files: Path
     assert sorted(ids) == sorted(f"r{i}" for i in range(n)) and len(ids) == n  # each exactly once
     assert all(r["result"] == {"name": f"P{r['id'][1:]}", "age": int(r["id"][1:])} for r in records)
     assert out.read_bytes().startswith(whole)  # what survived the kill was kept as it was
-    assert len(slow_server.requests) - sent_before == n - len(survivors)  # only unfinished inputs were sent
+    assert len(server.requests) - sent_before == n - len(survivors)  # only unfinished inputs were sent
 
 
 def test_shards_split_the_inputs_between_processes_without_overlap(files: Path, monkeypatch, capsys) -> None:
