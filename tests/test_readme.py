@@ -2,21 +2,28 @@
 
 A block may be preceded by ``<!-- fake-replies: [...] -->``: the texts the fake server answers with (or
 ``{"text": ..., "tokens": [[token, logprob, {alternative: logprob}], ...]}`` for a reply with scripted token
-logprobs). The key and endpoint come from the environment, as a user's would.
+logprobs). A block whose requests run concurrently is preceded by ``<!-- fake-replies-by-prompt: {...} -->``
+instead: each request is answered with the reply whose key appears in its user message, whatever the order
+the requests arrive in. The key and endpoint come from the environment, as a user's would.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from guidance_deepinfra.testing import Reply
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-BLOCK = re.compile(r"(?:<!-- fake-replies: (?P<replies>.*?) -->\n)?```python\n(?P<code>.*?)```", re.DOTALL)
+BLOCK = re.compile(
+    r"(?:<!-- fake-replies(?P<by_prompt>-by-prompt)?: (?P<replies>.*?) -->\n)?```python\n(?P<code>.*?)```", re.DOTALL
+)
+Replies = list[str | dict] | dict[str, str | dict]
 
 
 def scripted(reply: str | dict) -> Reply:
@@ -25,12 +32,27 @@ def scripted(reply: str | dict) -> Reply:
     return Reply.text(reply["text"], token_logprobs=[tuple(token) for token in reply["tokens"]])
 
 
-def blocks() -> list[tuple[list[str | dict], str]]:
-    found = []
+def blocks() -> list[tuple[Replies, str]]:
+    found: list[tuple[Replies, str]] = []
     for m in BLOCK.finditer(README.read_text()):
         replies = json.loads(m.group("replies")) if m.group("replies") else []
+        assert isinstance(replies, dict) == bool(m.group("by_prompt")), m.group(0)[:80]
         found.append((replies, m.group("code")))
     return found
+
+
+def answer_by_prompt(replies: dict[str, str | dict], used: list[str]) -> Callable[[dict[str, Any]], Reply]:
+    """A responder giving each request the reply whose key is in its user message; no match is an error."""
+
+    def respond(body: dict[str, Any]) -> Reply:
+        prompt = "\n".join(str(m.get("content")) for m in body["messages"] if m["role"] == "user")
+        keys = [key for key in replies if key in prompt]
+        if len(keys) != 1:
+            return Reply.error(400, {"error": {"message": f"no single README reply for {prompt!r}"}})
+        used.append(keys[0])
+        return scripted(replies[keys[0]])
+
+    return respond
 
 
 def test_readme_has_examples() -> None:
@@ -44,18 +66,26 @@ def test_readme_examples_run(
     monkeypatch.setenv("DEEPINFRA_BASE_URL", fake.base_url)
     namespace: dict[str, object] = {}
     expected_requests = 0
+    default_responder = fake.responder
     for i, (replies, code) in enumerate(blocks()):
-        fake.push(*(scripted(reply) for reply in replies))
+        used: list[str] = []
+        if isinstance(replies, dict):
+            fake.responder = answer_by_prompt(replies, used)
+        else:
+            fake.push(*(scripted(reply) for reply in replies))
         expected_requests += len(replies)
         # Each block runs from a file of its own: guidance reads a decorated function's source.
         source = tmp_path / f"readme_example_{i}.py"
         source.write_text(code)
         exec(compile(code, str(source), "exec"), namespace)  # noqa: S102 - the README's own examples
         assert not fake.script, f"example did not use all its scripted replies:\n{code}"
+        if isinstance(replies, dict):
+            assert sorted(used) == sorted(replies), f"example did not use each reply once:\n{code}"
+            fake.responder = default_responder
     assert len(fake.requests) == expected_requests
     out = capsys.readouterr().out
     assert "Paris" in out
-    assert "number='17'" in out or "number='18'" in out
+    assert "number='17' total=12.5\nnumber='18' total=3.0\n" in out  # each invoice's own answer, in input order
     assert "technical 0.73" in out and "billing       0.202" in out
 
 
