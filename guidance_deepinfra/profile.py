@@ -112,7 +112,7 @@ class ProfileRegistry:
         if first:
             warnings.warn(
                 f"DeepInfra model {model!r} does not support {feature} ({message}); "
-                f"falling back for the rest of this process. Declare it with "
+                f"falling back at this base URL for the rest of this process. Declare it with "
                 f"guidance_deepinfra.declare_profile({model!r}, ModelProfile({feature}=False)) to skip the probe.",
                 UnsupportedFeatureWarning,
                 stacklevel=4,
