@@ -62,6 +62,11 @@ def add_parser(sub: Any) -> None:
         metavar="K/N",
         help="process only the inputs whose id hashes to shard K of N (run N processes, each with its own --output)",
     )
+    parser.add_argument(
+        "--confidence",
+        action="store_true",
+        help='ask for logprobs and add each enum field\'s option probabilities to every record ("confidence")',
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (a summary is still printed)")
 
 
@@ -155,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
             errors=errors_path,
             max_tokens=args.max_tokens,
             temperature=args.temperature,
+            confidence=args.confidence,
             collect=False,
             on_start=on_start,
             on_progress=bar.update,

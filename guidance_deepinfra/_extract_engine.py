@@ -30,11 +30,17 @@ logger = logging.getLogger("guidance_deepinfra")
 
 @dataclass
 class Done:
-    """A result: `value` is handed back, `stored` (its JSON form, default `value`) goes to the output file."""
+    """A result: `value` is handed back, `stored` (its JSON form, default `value`) goes to the output file.
+
+    `confidence` (``{field: {option: probability}}``, or None when the answer came without logprobs) is
+    written beside it only when the batch asked for it (`scored`).
+    """
 
     value: Any
     cost: float = 0.0
     stored: Any = None
+    confidence: dict[str, dict[str, float]] | None = None
+    scored: bool = False
 
 
 @dataclass
@@ -269,6 +275,8 @@ class Batch:
         if isinstance(outcome, Done):
             record["result"] = outcome.value if outcome.stored is None else outcome.stored
             record["estimated_cost"] = round(outcome.cost, 10)
+            if outcome.scored:
+                record["confidence"] = outcome.confidence
             if self.results is not None:
                 await self.results.append(record)
         else:

@@ -14,20 +14,32 @@ comparing the records and request bodies of both.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from . import _schema_prompts as prompts
 from ._extract_engine import Outcome, Slot
 from ._extract_inputs import Item
-from ._extract_program import DEFAULT_INSTRUCTIONS, answer_node, outcome_of_answer, outcome_of_error
+from ._extract_program import (
+    DEFAULT_INSTRUCTIONS,
+    NOT_ASKED,
+    Scored,
+    answer_node,
+    asking_logprobs,
+    option_floats,
+    outcome_of_answer,
+    outcome_of_error,
+)
 from ._extract_schema import Schema
 from ._http_async import AsyncTransport, Completion
 from ._interpreter import DeepInfraBaseInterpreter, learn_refusal
 from ._json_attempts import MAX_CONTINUATIONS, AttemptPlan, json_request, next_continuation
 from ._json_attempts import Outcome as Attempted
+from ._json_select import _format_type, _unwrap
 from ._json_select import _short as short_schema
-from ._json_select import _unwrap
+from ._logprobs import TokenScore, joined_bytes
 from ._model import DeepInfra
+from ._option_probs import enum_confidence
 from ._schema_check import parse_and_check, prepare
 from .errors import InvalidProgramError, UnsupportedFeatureError
 from .limits import current_limits
@@ -47,11 +59,16 @@ class FastExtractor:
         max_tokens: int | None = None,
         temperature: float | None = None,
         connections: int = 256,
+        confidence: bool = False,
     ) -> None:
         self.schema = schema
         self.instructions = DEFAULT_INSTRUCTIONS if instructions is None else instructions
         self.max_attempts = max_attempts
-        self.interpreter: DeepInfraBaseInterpreter = base._interpreter  # type: ignore[assignment]
+        self.confidence = confidence
+        # A shallow copy: the logprobs setting is this batch's own, while the profile registry (what a refusal
+        # teaches) and the transport stay the model's, as on the guidance path's copy.
+        self.interpreter: DeepInfraBaseInterpreter = copy.copy(base._interpreter)  # type: ignore[assignment]
+        asking_logprobs(self.interpreter, confidence)
         self.model = self.interpreter.model
         spec = _unwrap(answer_node(schema, max_tokens=max_tokens, temperature=temperature))
         if spec is None or spec.json_node is None:  # pragma: no cover - answer_node always builds a json node
@@ -81,10 +98,10 @@ class FastExtractor:
     async def __call__(self, item: Item, slot: Slot) -> Outcome:
         usage = DeepInfraUsage()
         try:
-            text = await self._answer(item.text, usage, slot)
+            text, confidence = await self._answer(item.text, usage, slot)
         except BaseException as exc:  # noqa: BLE001 - sorted (or re-raised) by outcome_of_error
             return outcome_of_error(exc, usage.estimated_cost)
-        return outcome_of_answer(self.schema, text, usage.estimated_cost)
+        return outcome_of_answer(self.schema, text, usage.estimated_cost, confidence)
 
     def messages(self, text: str) -> list[dict[str, Any]]:
         """The conversation the guidance program sends: the instructions (if any) and the input."""
@@ -101,8 +118,9 @@ class FastExtractor:
             response_format=response_format,
         )
 
-    async def _answer(self, text: str, usage: DeepInfraUsage, slot: Slot) -> str:
-        """The accepted JSON text for one input, or the `ConstraintError` of its refused attempts."""
+    async def _answer(self, text: str, usage: DeepInfraUsage, slot: Slot) -> tuple[str, Scored]:
+        """The accepted JSON text for one input and its confidence, or the `ConstraintError` of its refused
+        attempts."""
         budget = current_limits(self.max_attempts).token_budget
         plan = AttemptPlan(
             profile=lambda: self.interpreter.profile,
@@ -122,16 +140,19 @@ class FastExtractor:
                     continue
                 raise
             if outcome.value is not None:
-                return outcome.value
+                return outcome.value, outcome.scores if self.confidence else NOT_ASKED
             if plan.refused(outcome) or (budget is not None and usage.total_tokens >= budget):
                 break
         raise plan.error(self.describe, self.model)
 
     async def _attempt(self, body: dict[str, Any], usage: DeepInfraUsage, slot: Slot) -> Attempted:
         raw = ""
+        enforced = _format_type(body) == "json_schema"
+        entries: list[Any] | None = []  # the token logprobs of every request of this attempt, end to end
         for continuation in range(MAX_CONTINUATIONS + 1):
             reply = await self._send(body, usage, slot)
             raw += reply.text
+            entries = None if entries is None or reply.logprobs is None else entries + reply.logprobs
             finish, user_max_tokens = reply.finish_reason, self.spec.max_tokens
             following, cut = next_continuation(body, reply.text, finish, continuation, user_max_tokens)
             if cut is not None:
@@ -140,7 +161,27 @@ class FastExtractor:
                 break
             body = following
         document, errors = parse_and_check(raw, self.prepared)
-        return Attempted(raw, None if errors else document, errors)
+        if errors:
+            return Attempted(raw, None, errors)
+        scores = self._confidence(raw, document, entries, enforced) if self.confidence else None
+        return Attempted(raw, document, errors, scores=scores)
+
+    def _confidence(
+        self, raw: str, document: str, entries: list[Any] | None, enforced: bool
+    ) -> dict[str, dict[str, float]] | None:
+        """The accepted document's enum-field confidence, by the guidance path's rule: None unless every
+        request of the attempt came with logprobs whose tokens spell exactly the text that arrived."""
+        tokens = [TokenScore.from_wire(entry) for entry in entries or ()]
+        if entries is None or any(t is None for t in tokens):
+            return None
+        if joined_bytes([t for t in tokens if t is not None]) != raw.encode():
+            return None
+        index = raw.find(document)
+        if index < 0:
+            return None
+        lead = len(raw[:index].encode())
+        fields = enum_confidence(document, entries, self.prepared.schema, enforced=enforced, generated_at=-lead)
+        return option_floats(fields)
 
     async def _send(self, body: dict[str, Any], usage: DeepInfraUsage, slot: Slot) -> Completion:
         while True:

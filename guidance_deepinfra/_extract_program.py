@@ -24,7 +24,10 @@ from ._extract_engine import Done, Failed, Outcome, Retry
 from ._extract_inputs import Item
 from ._extract_schema import Schema
 from ._http import Transport
+from ._interpreter import DeepInfraBaseInterpreter
+from ._logprobs import OptionProb
 from ._model import DeepInfra
+from ._option_probs import option_probs
 from .errors import (
     AuthenticationError,
     ConfigurationError,
@@ -41,6 +44,17 @@ from .errors import (
 )
 from .limits import limits
 from .usage import DeepInfraUsage
+
+#: ``top_logprobs`` asked for confidence when the model's own setting is None (the model default).
+CONFIDENCE_TOP_LOGPROBS = 5
+
+
+class _NotAsked:
+    """The batch did not ask for confidence: records get no ``confidence`` key."""
+
+
+NOT_ASKED = _NotAsked()
+Scored = dict[str, dict[str, float]] | None | _NotAsked
 
 DEFAULT_INSTRUCTIONS = (
     "Extract the information the JSON schema asks for from the text the user sends. Use only what the text "
@@ -185,10 +199,12 @@ class Extractor:
         max_attempts: int,
         max_tokens: int | None = None,
         temperature: float | None = None,
+        confidence: bool = False,
     ) -> None:
         self.schema = schema
         self.instructions = DEFAULT_INSTRUCTIONS if instructions is None else instructions
         self.max_attempts = max_attempts
+        self.confidence = confidence
         self.max_tokens = max_tokens
         self.temperature = temperature
         self.meter = _Meter()
@@ -196,6 +212,7 @@ class Extractor:
         self.watch = _RateLimitWatch(self.transport)
         interpreter = copy.deepcopy(base._interpreter)
         interpreter.transport = _MeteredTransport(self.transport, self.meter, self.watch)  # type: ignore[attr-defined]
+        asking_logprobs(interpreter, confidence)  # type: ignore[arg-type]
         self._interpreter = interpreter
         self._sampling_params = base.sampling_params
         # Built once: a schema json() refuses fails here, before any request, and the node (immutable) is
@@ -213,8 +230,8 @@ class Extractor:
         )
         return lm
 
-    def program(self, text: str) -> str:
-        """The guidance program: instructions, the input, a JSON answer for the schema; returns the JSON."""
+    def program(self, text: str) -> Any:
+        """The guidance program: instructions, the input, a JSON answer for the schema; returns the state."""
         lm = self._fresh_model()
         if self.instructions:
             with system():
@@ -223,7 +240,7 @@ class Extractor:
             lm += LiteralNode(text)  # a node, not a string: input text is never parsed for guidance tags
         with assistant():
             lm += self._answer
-        return str(lm["result"])
+        return lm
 
     def __call__(self, item: Item, on_rate_limited: Callable[[], None] | None = None) -> Outcome:
         with (
@@ -232,10 +249,11 @@ class Extractor:
             self.watch.reporting_to(on_rate_limited),
         ):
             try:
-                text = self.program(item.text)
+                lm = self.program(item.text)
             except BaseException as exc:  # noqa: BLE001 - sorted (or re-raised) by outcome_of_error
                 return outcome_of_error(exc, usage.estimated_cost)
-        return outcome_of_answer(self.schema, text, usage.estimated_cost)
+        confidence = program_confidence(lm) if self.confidence else NOT_ASKED
+        return outcome_of_answer(self.schema, str(lm["result"]), usage.estimated_cost, confidence)
 
 
 def answer_node(schema: Schema, *, max_tokens: int | None, temperature: float | None) -> Any:
@@ -265,14 +283,47 @@ def outcome_of_error(exc: BaseException, cost: float) -> Outcome:
     return Failed(type(exc).__name__, _short(str(exc)), cost)  # one input's failure must not stop the batch
 
 
-def outcome_of_answer(schema: Schema, text: str, cost: float) -> Outcome:
+def outcome_of_answer(schema: Schema, text: str, cost: float, confidence: Scored = NOT_ASKED) -> Outcome:
     """The accepted JSON text as the user's value: pydantic types are built (and checked) here; a JSON schema
-    was checked by json() with the same validator."""
+    was checked by json() with the same validator. `confidence` goes with it when the batch asked for it."""
     try:
         value = schema.parse(text, checked=True)  # json() accepted it against this schema's own validator
     except (ValueError, pydantic.ValidationError) as exc:
         return Failed("ValidationError", _short(f"{exc}; answer: {text}"), cost)
-    return Done(value, cost, stored=schema.dump(value))
+    if confidence is NOT_ASKED:
+        return Done(value, cost, stored=schema.dump(value))
+    return Done(value, cost, stored=schema.dump(value), confidence=confidence, scored=True)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- confidence
+
+
+def asking_logprobs(interpreter: DeepInfraBaseInterpreter, confidence: bool) -> None:
+    """Set the build_body settings of an extraction's own interpreter copy: logprobs only for confidence."""
+    interpreter.logprobs = confidence
+    if confidence and not interpreter.top_k:
+        interpreter.top_k = CONFIDENCE_TOP_LOGPROBS
+
+
+def option_floats(fields: dict[str, dict[str, OptionProb]]) -> dict[str, dict[str, float]]:
+    """``{field: {option: OptionProb}}`` as the plain numbers a record holds."""
+    return {name: {option: p.prob for option, p in options.items()} for name, options in fields.items()}
+
+
+def program_confidence(lm: Any) -> dict[str, dict[str, float]] | None:
+    """The enum-field confidence of the extraction program's ``result`` capture (None without logprobs).
+
+    The same rule as the fast path: None when any request of the accepted answer came without usable
+    logprobs (then the capture's log probability is None too), else every enum field the tokens cover.
+    """
+    if lm.log_prob("result") is None:
+        return None
+    fields: dict[str, dict[str, OptionProb]] = {}
+    for name in lm._interpreter.state.option_scores.get("result") or {}:
+        options = option_probs(lm, "result", field=name)
+        if isinstance(options, dict):
+            fields[name] = options
+    return option_floats(fields)
 
 
 def _short(text: str, limit: int = 2000) -> str:

@@ -50,11 +50,13 @@ Wait = Callable[[float], Awaitable[None]]
 
 @dataclass
 class Completion:
-    """One non-streamed answer: its text, why it ended, and DeepInfra's usage object (a dict) if sent."""
+    """One non-streamed answer: its text, why it ended, DeepInfra's usage object (a dict) if sent, and the
+    ``choices[0].logprobs.content`` entries when the request asked for logprobs and they came (else None)."""
 
     text: str
     finish_reason: str | None
     usage: dict[str, Any] | None
+    logprobs: list[Any] | None = None
 
 
 class AsyncTransport:
@@ -240,7 +242,14 @@ def read_completion(raw: bytes, *, model: str | None) -> Completion:
                 raise error
         raise ProtocolError(f"malformed chat completion: {problem}", model=model)
     choice = value["choices"][0]
-    return Completion(choice["message"].get("content") or "", choice.get("finish_reason"), value.get("usage"))
+    scores = choice.get("logprobs")
+    content = scores.get("content") if isinstance(scores, dict) else None
+    return Completion(
+        choice["message"].get("content") or "",
+        choice.get("finish_reason"),
+        value.get("usage"),
+        content if isinstance(content, list) else None,
+    )
 
 
 def completion_problem(value: Any) -> str | None:

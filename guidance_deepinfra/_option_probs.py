@@ -137,19 +137,22 @@ def _decodable(data: bytes) -> bool:
 
 
 def enum_confidence(
-    text: str, logprobs: Sequence[Any], schema: Any, *, enforced: bool = True
+    text: str, logprobs: Sequence[Any], schema: Any, *, enforced: bool = True, generated_at: int = 0
 ) -> dict[str, dict[str, OptionProb]]:
     """Every option's probability for each top-level string-enum field of a JSON reply read elsewhere.
 
     `text` is the reply's content and `logprobs` its ``choices[0].logprobs.content`` entries (SDK objects or
     dicts), for callers that send their own requests (a batch of extractions, for example). `enforced`: the
-    reply was made under a json_schema ``response_format`` (see `_logprobs.option_distribution`). Fields
-    the tokens do not cover are left out; an entry that is not a usable token logprob gives ``{}``.
+    reply was made under a json_schema ``response_format`` (see `_logprobs.option_distribution`).
+    `generated_at`: the byte of `text` where the tokens begin (negative when they begin before it, as when
+    `text` is the JSON document found inside a longer reply). Fields the tokens do not cover are left out;
+    an entry that is not a usable token logprob gives ``{}``.
     """
     tokens = [TokenScore.from_wire(entry) for entry in logprobs]
     if any(token is None for token in tokens):
         return {}
-    return enum_field_probs(text, [t for t in tokens if t is not None], schema, enforced=enforced)
+    usable = [t for t in tokens if t is not None]
+    return enum_field_probs(text, usable, schema, generated_at=generated_at, enforced=enforced)
 
 
 __all__: Sequence[str] = ["enum_confidence", "option_probs"]

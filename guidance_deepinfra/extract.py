@@ -66,10 +66,23 @@ class ExtractionFailure:
 class ExtractionResults(list[Any]):
     """The results in input order (value or `ExtractionFailure`), plus the batch's ids and totals."""
 
-    def __init__(self, values: Iterable[Any], ids: list[str], counts: Counts, lowest_concurrency: int) -> None:
+    def __init__(
+        self,
+        values: Iterable[Any],
+        ids: list[str],
+        counts: Counts,
+        lowest_concurrency: int,
+        confidence: list[dict[str, dict[str, float]] | None] | None = None,
+    ) -> None:
         super().__init__(values)
         #: The id of each input, in input order.
         self.ids = ids
+        #: Per input, ``{field: {option: probability}}`` for each top-level enum field of its result, when
+        #: the batch ran with ``confidence=True``; None for a failed input, an answer that came without
+        #: logprobs (a model that refuses them), or a batch run without confidence.
+        self.confidence: list[dict[str, dict[str, float]] | None] = (
+            confidence if confidence is not None else [None] * len(ids)
+        )
         #: Inputs finished in this run, and failed in this run.
         self.done = counts.done
         self.failed = counts.failed
@@ -140,6 +153,7 @@ async def arun_extraction(
     max_tokens: int | None = None,
     temperature: float | None = None,
     fast: bool = True,
+    confidence: bool = False,
     collect: bool = True,
     on_progress: Callable[[Counts, AdaptiveLimiter, int], None] | None = None,
     on_start: Callable[[set[str]], None] | None = None,
@@ -147,6 +161,10 @@ async def arun_extraction(
 ) -> ExtractionResults:
     """`aextract` over prepared items; the CLI calls this with ``collect=False`` and a progress callback."""
     check_concurrency(concurrency)
+    if not isinstance(confidence, bool):
+        raise ConfigurationError(f"confidence must be True or False, got {confidence!r}")
+    if confidence and model_options.get("logprobs") is False:
+        raise ConfigurationError("confidence=True needs logprobs: drop logprobs=False")
     if max_attempts < 1 or max_requeues < 0:
         raise ConfigurationError("max_attempts must be at least 1 and max_requeues at least 0")
     if output is not None and errors is not None and Path(output).resolve() == Path(errors).resolve():
@@ -156,7 +174,13 @@ async def arun_extraction(
     limiter = AdaptiveLimiter(concurrency)
     task: Task
     rate_limited_before = base.transport.stats.rate_limited
-    options = dict(instructions=instructions, max_attempts=max_attempts, max_tokens=max_tokens, temperature=temperature)
+    options = dict(
+        instructions=instructions,
+        max_attempts=max_attempts,
+        max_tokens=max_tokens,
+        temperature=temperature,
+        confidence=confidence,
+    )
     if fast and not getattr(base.transport, "bounds_every_phase", True):
         raise ConfigurationError(
             "the model was given its own http_client, which only the guidance path uses: pass fast=False to "
@@ -178,6 +202,7 @@ async def arun_extraction(
     finished = recovered.records if recovered is not None else {}
     counts = Counts()
     values: dict[int, Any] = {}
+    scores: dict[int, Any] = {}
     ids: list[str] = []
 
     def keep(record: Record) -> None:
@@ -185,6 +210,7 @@ async def arun_extraction(
         if collect:
             if isinstance(outcome, Done):
                 values[index] = outcome.value
+                scores[index] = outcome.confidence
             else:
                 assert isinstance(outcome, (Failed, Retry))
                 values[index] = ExtractionFailure(
@@ -196,6 +222,7 @@ async def arun_extraction(
         if stored is None or "result" not in stored:
             return False
         if collect:
+            scores[index] = stored.get("confidence") if confidence else None
             try:
                 values[index] = parsed.load(stored["result"])
             except (ValueError, TypeError) as exc:  # pydantic's ValidationError is a ValueError
@@ -238,7 +265,13 @@ async def arun_extraction(
             if log is not None:
                 log.close()
     counts.rate_limited = rate_limited()
-    return ExtractionResults([values.get(i) for i in range(len(ids))], ids, counts, limiter.lowest)
+    return ExtractionResults(
+        [values.get(i) for i in range(len(ids))],
+        ids,
+        counts,
+        limiter.lowest,
+        [None if isinstance(values.get(i), ExtractionFailure) else scores.get(i) for i in range(len(ids))],
+    )
 
 
 class _InThreads:
@@ -314,6 +347,7 @@ async def aextract(
     max_tokens: int | None = None,
     temperature: float | None = None,
     fast: bool = True,
+    confidence: bool = False,
     **model_options: Any,
 ) -> ExtractionResults:
     """Extract a `schema` value from every input text, concurrently; results in input order (asyncio).
@@ -355,6 +389,13 @@ async def aextract(
         CPU per input). False: run each input as a guidance program on a worker thread (streamed, through
         the openai SDK; several milliseconds of CPU per input). Both build the same requests and give the
         same records.
+    confidence:
+        True: ask each request for logprobs (``logprobs`` and ``top_logprobs``, as the model's settings
+        build them) and give, per input, every option's probability for each top-level enum field of its
+        result, from the answer that was accepted and at no extra request: ``results.confidence[i]`` is
+        ``{field: {option: probability}}``, and each `output` record gets a ``"confidence"`` key. None (null
+        in the record) where the answer came without logprobs: a model that refuses them is learned and
+        asked again without them, and nothing else changes. False (default): no logprobs are asked for.
 
     Returns an `ExtractionResults` list: per input, its value or an `ExtractionFailure`. Errors no input
     can fix (wrong key, unknown model, a model without JSON output, an invalid schema) stop the batch and are
@@ -376,6 +417,7 @@ async def aextract(
         max_tokens=max_tokens,
         temperature=temperature,
         fast=fast,
+        confidence=confidence,
         **model_options,
     )
 
@@ -397,6 +439,7 @@ def extract(
     max_tokens: int | None = None,
     temperature: float | None = None,
     fast: bool = True,
+    confidence: bool = False,
     **model_options: Any,
 ) -> ExtractionResults:
     """Extract a `schema` value from every input text, concurrently; results in input order.
@@ -422,6 +465,7 @@ def extract(
             max_tokens=max_tokens,
             temperature=temperature,
             fast=fast,
+            confidence=confidence,
             **model_options,
         )
     )

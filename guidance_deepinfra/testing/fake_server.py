@@ -157,7 +157,8 @@ class Reply:
                         break
                     kept.append((token[0][: min(hits) - position], *token[1:]))  # type: ignore[arg-type]
                     position += len(token[0])
-            reply = cls._text_now(
+            now = cls._text_now if body.get("stream") else cls._completion_now  # absent means not streamed
+            reply = now(
                 "".join(t[0] for t in kept),
                 finish_reason=finish,
                 pieces=[t[0] for t in kept],
@@ -175,6 +176,10 @@ class Reply:
             if not body.get("logprobs"):
                 return reply
             width = int(body.get("top_logprobs") or 0)
+            if not body.get("stream"):  # one chat.completion body: every token's entry in choices[0].logprobs
+                answer = json.loads(reply.body or b"{}")
+                answer["choices"][0]["logprobs"] = {"content": [_logprob_entry(token, width) for token in kept]}
+                return cls(body=json.dumps(answer).encode(), headers=dict(reply.headers))
             events = reply.events[:1] + [
                 _with_logprobs(event, token, width) for event, token in zip(reply.events[1:], kept, strict=False)
             ]
@@ -419,18 +424,19 @@ class Reply:
 def _with_logprobs(event: bytes, token: ScriptedToken, width: int) -> bytes:
     """Add one token's ``logprobs`` (and up to `width` alternatives) to a framed content chunk."""
     payload = json.loads(event[len(b"data: ") :])
-    alternatives = list((token[2] if len(token) > 2 else {}).items())[:width]  # type: ignore[misc]
-    payload["choices"][0]["logprobs"] = {
-        "content": [
-            {
-                "token": token[0],
-                "logprob": token[1],
-                "bytes": list(token[0].encode()),
-                "top_logprobs": [{"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in alternatives],
-            }
-        ]
-    }
+    payload["choices"][0]["logprobs"] = {"content": [_logprob_entry(token, width)]}
     return b"data: " + json.dumps(payload).encode() + b"\n\n"
+
+
+def _logprob_entry(token: ScriptedToken, width: int) -> dict[str, Any]:
+    """One token's ``logprobs.content`` entry, with at most `width` of its scripted alternatives."""
+    alternatives = list((token[2] if len(token) > 2 else {}).items())[:width]  # type: ignore[misc]
+    return {
+        "token": token[0],
+        "logprob": token[1],
+        "bytes": list(token[0].encode()),
+        "top_logprobs": [{"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in alternatives],
+    }
 
 
 Responder = Callable[[dict[str, Any]], Reply]
