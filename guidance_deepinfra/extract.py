@@ -18,7 +18,8 @@ per input; ``fast=False`` runs each input as a guidance program instead, with th
 back in input order: the validated value (a pydantic object for a pydantic schema, else a dict) or an
 `ExtractionFailure` for that input; a bad input never stops the batch. With ``output=``, every finished
 result is appended to a JSONL file as soon as it is done and a rerun skips the ids already there (see
-`_extract_log`). Concurrency adapts to 429s (see `_extract_limiter`).
+`_extract_log`). Concurrency adapts to 429s (see `_extract_limiter`). ``confidence=True`` asks for logprobs
+and gives each result's enum fields every option's probability (``results.confidence``).
 """
 
 from __future__ import annotations
@@ -447,6 +448,12 @@ def extract(
     The blocking form of `aextract`, with the same parameters and results. Called from a thread where an
     event loop is running (a notebook cell), it runs the batch on a thread of its own and holds that loop
     until it is done (see `run_blocking`); ``await aextract(...)`` is the better call there.
+
+    With ``confidence=True`` each result's top-level enum fields come with every option's probability,
+    read from the logprobs of the answer that was accepted (no extra request)::
+
+        results = extract(tickets, Ticket, confidence=True)
+        results[0].team, results.confidence[0]  # "technical", {"team": {"billing": 0.2, "technical": 0.73, ...}}
     """
     return run_blocking(
         aextract(
