@@ -128,6 +128,16 @@ def test_a_model_that_refuses_logprobs_gives_no_confidence_and_nothing_else_chan
     assert [r["result"] for r in written] == [{"team": "sales", "priority": 2}] * 2
 
 
+def test_a_rerun_returns_the_stored_confidence_without_a_request(tmp_path: Path) -> None:
+    with FakeDeepInfra(scripted) as fake:
+        first = run(fake, ["ticket"], tmp_path, fast=True, confidence=True)
+        again = run(fake, ["ticket"], tmp_path, fast=True, confidence=True)
+        plain = run(fake, ["ticket"], tmp_path, fast=True)
+    assert len(fake.requests) == 1 and again.resumed == plain.resumed == 1
+    assert first.confidence == again.confidence and again.confidence[0] == approx(EXPECTED)
+    assert plain.confidence == [None]  # not asked for this run
+
+
 def test_a_failed_input_has_no_confidence_and_logprobs_false_is_refused(tmp_path: Path) -> None:
     def off_schema(body: dict[str, Any]) -> Reply:
         if "bad" in user_text(body):
