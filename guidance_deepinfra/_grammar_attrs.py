@@ -52,6 +52,13 @@ def request_attributes(node: GrammarNode) -> RequestAttributes:
         )
     temperature = temperatures.pop() if temperatures else None
     max_tokens = _bound(node, set()) if bounded else None
+    if bounded and max_tokens is None and split_for_bounds(node) is None:
+        raise InvalidProgramError(
+            "a gen's max_tokens inside this grammar cannot be honoured: another part of the grammar is unbounded, "
+            "so no max_tokens can be sent for its one request, and DeepInfra's tokens cannot be counted on the "
+            "client; put the gen with max_tokens at the top level of the `+` join or in its own `lm +=` statement "
+            "(it then runs as a request of its own), or bound the other parts"
+        )
     return RequestAttributes(temperature=temperature, max_tokens=max_tokens or None, user_bound=bounded)
 
 
@@ -97,3 +104,53 @@ def _bound(node: GrammarNode, active: set[int]) -> int | None:
         item = _bound(node.node, active)
         return None if item is None else item * node.max
     return None
+
+
+def _flat_parts(node: JoinNode) -> list[GrammarNode]:
+    parts: list[GrammarNode] = []
+    for part in node.nodes:
+        parts.extend(_flat_parts(part) if isinstance(part, JoinNode) else [part])
+    return parts
+
+
+def split_for_bounds(node: GrammarNode) -> list[GrammarNode] | None:
+    """`node` split so that each top-level gen with ``max_tokens`` is a statement of its own, or None when
+    that does not give every statement a bound it can send (the node is not a join, or a limit sits deeper)."""
+    if not isinstance(node, JoinNode):
+        return None
+    statements: list[GrammarNode] = []
+    group: list[GrammarNode] = []
+
+    def close_group() -> None:
+        if group:
+            statements.append(group[0] if len(group) == 1 else JoinNode(tuple(group)))
+            group.clear()
+
+    for part in _flat_parts(node):
+        if isinstance(part, RuleNode) and part.max_tokens is not None:
+            close_group()
+            statements.append(part)
+        else:
+            group.append(part)
+    close_group()
+    for statement in statements:
+        if isinstance(statement, RuleNode) and statement.max_tokens is not None:
+            continue
+        if any(isinstance(p, RuleNode) and p.max_tokens is not None for p in _walk(statement)):
+            return None  # a limit nested inside a part that is not bounded as a whole
+    return statements
+
+
+def statements_for_bounds(node: JoinNode) -> list[GrammarNode]:
+    """The join as one grammar, or split so that every gen's ``max_tokens`` is sent with its own request.
+
+    A local model stops each gen at its own token limit. One request carries one ``max_tokens``: when the
+    join's parts are all bounded it is their sum (`request_attributes`); when some part is unbounded, each gen
+    with a limit at the top level of the join becomes a request of its own, and the text a local run gives is
+    the same (each statement continues the text before it). A limit nested deeper is refused before any
+    request by `request_attributes`.
+    """
+    bounded = any(isinstance(p, RuleNode) and p.max_tokens is not None for p in _walk(node))
+    if not bounded or _bound(node, set()) is not None:
+        return [node]
+    return split_for_bounds(node) or [node]

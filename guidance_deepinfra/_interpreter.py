@@ -43,6 +43,7 @@ from openai.types.chat.chat_completion_chunk import Choice, ChoiceDelta
 from pydantic import TypeAdapter
 
 from . import _request, _tool_args
+from ._grammar_attrs import statements_for_bounds
 from ._http import Transport
 from ._logprobs import RequestTokens, span_log_prob
 from ._stops import StopScanner, StopSpec, stop_spec_for
@@ -367,12 +368,21 @@ class DeepInfraBaseInterpreter(BaseOpenAIInterpreter):
         return self.rule(RuleNode(name="grammar", value=node), **kwargs)
 
     def join(self, node: JoinNode, **kwargs: Any) -> Iterator[OutputAttr]:
-        """Run a join part by part when each part is self-contained (text, gen, select, json)."""
+        """Run a join part by part when each part is self-contained (text, gen, select, json).
+
+        Otherwise the join is one grammar and one request, unless a gen in it has a ``max_tokens`` that one
+        request cannot carry (another part is unbounded): such gens then run as requests of their own, with
+        their own bound, and the parts between them as grammars (`statements_for_bounds`).
+        """
         if all(_runs_alone(part) for part in node.nodes):
             for part in node.nodes:
                 yield from self.run(part, **kwargs)
-        else:
-            yield from self.rule(RuleNode(name="join", value=node), **kwargs)
+            return
+        for statement in statements_for_bounds(node):
+            if isinstance(statement, JoinNode):
+                yield from self.rule(RuleNode(name="join", value=statement), **kwargs)
+            else:
+                yield from self.run(statement, **kwargs)
 
     def tool_call(self, node: ToolCallNode, **kwargs: Any) -> Iterator[OutputAttr]:
         self._check_can_generate()

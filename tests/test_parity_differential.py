@@ -23,12 +23,13 @@ from typing import Any
 import pytest
 from _local_reference import AnswerLeavesGrammar, RunawayReference, local_model
 from guidance import assistant, capture, gen, guidance, json, lark, one_or_more, select, substring, user, zero_or_more
-from guidance._ast import GrammarNode
+from guidance._ast import GrammarNode, JoinNode, RuleNode
 from guidance._grammar import string
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from guidance_deepinfra import DeepInfra, DeepInfraError, RetryPolicy
+from guidance_deepinfra import DeepInfra, DeepInfraError, InvalidProgramError, RetryPolicy
+from guidance_deepinfra._grammar_attrs import request_attributes, statements_for_bounds
 from guidance_deepinfra._interpreter import _runs_alone
 from guidance_deepinfra._ladder import LadderOptions
 from guidance_deepinfra._matcher import compile_node
@@ -192,10 +193,33 @@ def statements(draw: Any, first: int = 0) -> Statement:
     return Statement(node, answer, names, stops, parts[-1].closing_name, core)
 
 
+def changed_by_token_limits(node: Any) -> bool:
+    """Whether a gen's ``max_tokens`` makes the plugin split the statement into several requests, or refuse it.
+
+    One request carries one ``max_tokens``: a limited gen joined with an unbounded part runs as a request of
+    its own, and a limit nested where no request can carry it is refused (both pinned against the local
+    engine in test_parity_points.py). Each request here is scripted with the statement's whole answer, so
+    such statements are left to those tests.
+    """
+    if isinstance(node, JoinNode):
+        if all(_runs_alone(part) for part in node.nodes):
+            return False
+        if len(statements_for_bounds(node)) > 1:
+            return True
+        node = RuleNode(name="join", value=node)
+    try:
+        request_attributes(node)
+    except InvalidProgramError as exc:
+        return "max_tokens" in str(exc)
+    return False
+
+
 @st.composite
 def programs(draw: Any) -> list[Statement]:
     count = draw(st.integers(1, 2))
-    return [draw(statements(first=100 * i)) for i in range(count)]
+    program = [draw(statements(first=100 * i)) for i in range(count)]
+    assume(not any(changed_by_token_limits(s.node) for s in program))
+    return program
 
 
 # ----------------------------------------------------------------------------- running both sides
@@ -318,7 +342,7 @@ def test_regression_text_held_back_for_a_stop_is_written_when_the_answer_ends() 
     # Found: a stop gen's "." content, held back by llguidance as a possible stop, was lost at the end.
     node = (
         capture(gen("x0", stop_regex="[!?]"), "cap0")
-        + gen("r1", regex="[a-z]+", max_tokens=60)
+        + gen("r1", regex="[a-z]+")
         + gen("s2", stop=".", save_stop_text="stop2", temperature=0.0)
     )
     compare([statement(node, "ab?npab.", {"x0", "cap0", "r1", "s2", "stop2"}, (".",))])

@@ -149,3 +149,40 @@ def test_a_typo_in_place_of_forced_text_is_repaired_not_filled_in(fake, make_mod
     lm = run(fake, make_model, grammar, 'a":1,xbc":22]', 'bc":22]')
     assert lm["v"] == '["a":1,"bc":22]'
     assert fake.last["messages"][-1] == {"role": "assistant", "content": '["a":1,"'}
+
+
+def _local_run(program, answer: str, stop: str | None) -> tuple[str, dict]:
+    """guidance's local engine on the same program, its model writing `answer` (see _local_reference)."""
+    from _local_reference import local_model
+
+    lm, _ = local_model([answer], [stop])
+    lm += program
+    return str(lm), lm
+
+
+def test_a_limited_gen_joined_with_an_unbounded_part_runs_as_a_request_of_its_own(fake, make_model) -> None:
+    """One request cannot carry the stop gen's limit beside an unbounded regex gen: that gen is sent alone."""
+    program = "Name: " + gen("name", stop=",", max_tokens=8) + " age " + gen("age", regex=r"\d+")
+    lm = run(fake, make_model, program, "Alice, age 42", "42")
+    first, second = fake.requests
+    assert (first["max_tokens"], first["stop"]) == (8, [","])
+    assert "max_tokens" not in second
+    assert second["messages"][-1] == {"role": "assistant", "content": "Name: Alice age "}
+    local_text, local_lm = _local_run(program, "Name: Alice, age 42", ",")
+    assert (lm["name"], lm["age"]) == (local_lm["name"], local_lm["age"]) == ("Alice", "42")
+    assert local_text.endswith("Name: Alice age 42") and str(lm).endswith("Name: Alice age 42")
+
+
+def test_a_limit_nested_where_no_request_can_carry_it_is_refused_before_any_request(fake, make_model) -> None:
+    program = capture(gen("a", stop=",", max_tokens=5) + gen("b", regex=r"\d+"), "both")
+    with pytest.raises(InvalidProgramError, match="max_tokens"):
+        run(fake, make_model, program, "x, 1")
+    assert fake.requests == []
+
+
+def test_limits_that_one_request_can_carry_are_not_split(fake, make_model) -> None:
+    program = "Name: " + gen("name", stop=",", max_tokens=5) + " age " + gen("age", regex=r"\d{2}", max_tokens=3)
+    lm = run(fake, make_model, program, "Alice, age 42")
+    assert len(fake.requests) == 1
+    assert fake.last["max_tokens"] == len("Name: ") + 5 + 1 + len(" age ") + 3
+    assert (lm["name"], lm["age"]) == ("Alice", "42")
