@@ -113,11 +113,32 @@ def _flat_parts(node: JoinNode) -> list[GrammarNode]:
     return parts
 
 
+def _stop_repeated_next(part: GrammarNode, following: GrammarNode | None) -> bool:
+    """A gen whose multi-byte stop string begins the literal text forced right after it (``gen(stop="==") +
+    "== "``): llguidance 1.5 fails internally on that grammar (a local run raises the same failure), while the
+    two parts run one after the other, as two statements, give the text the program describes."""
+    stop = part.stop if isinstance(part, RuleNode) else None
+    return (
+        isinstance(stop, LiteralNode)
+        and len(stop.value.encode()) > 1
+        and isinstance(following, LiteralNode)
+        and following.value.startswith(stop.value)
+    )
+
+
+def _runs_on_its_own(parts: list[GrammarNode], index: int) -> bool:
+    part = parts[index]
+    following = parts[index + 1] if index + 1 < len(parts) else None
+    return isinstance(part, RuleNode) and (part.max_tokens is not None or _stop_repeated_next(part, following))
+
+
 def split_for_bounds(node: GrammarNode) -> list[GrammarNode] | None:
-    """`node` split so that each top-level gen with ``max_tokens`` is a statement of its own, or None when
-    that does not give every statement a bound it can send (the node is not a join, or a limit sits deeper)."""
+    """`node` split so that each top-level gen with ``max_tokens`` (or with a stop the next text repeats) is a
+    statement of its own, or None when that does not give every statement a bound it can send (the node is
+    not a join, or a limit sits deeper)."""
     if not isinstance(node, JoinNode):
         return None
+    parts = _flat_parts(node)
     statements: list[GrammarNode] = []
     group: list[GrammarNode] = []
 
@@ -126,8 +147,8 @@ def split_for_bounds(node: GrammarNode) -> list[GrammarNode] | None:
             statements.append(group[0] if len(group) == 1 else JoinNode(tuple(group)))
             group.clear()
 
-    for part in _flat_parts(node):
-        if isinstance(part, RuleNode) and part.max_tokens is not None:
+    for index, part in enumerate(parts):
+        if _runs_on_its_own(parts, index):
             close_group()
             statements.append(part)
         else:
@@ -142,15 +163,21 @@ def split_for_bounds(node: GrammarNode) -> list[GrammarNode] | None:
 
 
 def statements_for_bounds(node: JoinNode) -> list[GrammarNode]:
-    """The join as one grammar, or split so that every gen's ``max_tokens`` is sent with its own request.
+    """The join as one grammar and one request, or split into statements run one after the other.
 
     A local model stops each gen at its own token limit. One request carries one ``max_tokens``: when the
     join's parts are all bounded it is their sum (`request_attributes`); when some part is unbounded, each gen
     with a limit at the top level of the join becomes a request of its own, and the text a local run gives is
     the same (each statement continues the text before it). A limit nested deeper is refused before any
-    request by `request_attributes`.
+    request by `request_attributes`. A gen whose multi-byte stop the next literal repeats is also run on its
+    own (see `_stop_repeated_next`).
     """
+    parts = _flat_parts(node)
     bounded = any(isinstance(p, RuleNode) and p.max_tokens is not None for p in _walk(node))
-    if not bounded or _bound(node, set()) is not None:
+    needs_bounds = bounded and _bound(node, set()) is None
+    repeats = any(
+        _stop_repeated_next(part, parts[i + 1] if i + 1 < len(parts) else None) for i, part in enumerate(parts)
+    )
+    if not needs_bounds and not repeats:
         return [node]
     return split_for_bounds(node) or [node]
