@@ -52,7 +52,7 @@ def request_attributes(node: GrammarNode) -> RequestAttributes:
         )
     temperature = temperatures.pop() if temperatures else None
     max_tokens = _bound(node, set()) if bounded else None
-    if bounded and max_tokens is None and split_for_bounds(node) is None:
+    if bounded and max_tokens is None and split_statements(node) is None:
         raise InvalidProgramError(
             "a gen's max_tokens inside this grammar cannot be honoured: another part of the grammar is unbounded, "
             "so no max_tokens can be sent for its one request, and DeepInfra's tokens cannot be counted on the "
@@ -113,10 +113,16 @@ def _flat_parts(node: JoinNode) -> list[GrammarNode]:
     return parts
 
 
-def _stop_repeated_next(part: GrammarNode, following: GrammarNode | None) -> bool:
+def _has_limit(node: GrammarNode) -> bool:
+    return any(isinstance(part, RuleNode) and part.max_tokens is not None for part in _walk(node))
+
+
+def _stop_repeated_next(parts: list[GrammarNode], index: int) -> bool:
     """A gen whose multi-byte stop string begins the literal text forced right after it (``gen(stop="==") +
     "== "``): llguidance 1.5 fails internally on that grammar (a local run raises the same failure), while the
     two parts run one after the other, as two statements, give the text the program describes."""
+    part = parts[index]
+    following = parts[index + 1] if index + 1 < len(parts) else None
     stop = part.stop if isinstance(part, RuleNode) else None
     return (
         isinstance(stop, LiteralNode)
@@ -126,16 +132,13 @@ def _stop_repeated_next(part: GrammarNode, following: GrammarNode | None) -> boo
     )
 
 
-def _runs_on_its_own(parts: list[GrammarNode], index: int) -> bool:
-    part = parts[index]
-    following = parts[index + 1] if index + 1 < len(parts) else None
-    return isinstance(part, RuleNode) and (part.max_tokens is not None or _stop_repeated_next(part, following))
+def split_statements(node: GrammarNode, *, for_limits: bool = True) -> list[GrammarNode] | None:
+    """`node` split into statements run one after the other: each top-level gen whose stop the next text
+    repeats, and (`for_limits`) each top-level gen with ``max_tokens``, becomes a statement of its own.
 
-
-def split_for_bounds(node: GrammarNode) -> list[GrammarNode] | None:
-    """`node` split so that each top-level gen with ``max_tokens`` (or with a stop the next text repeats) is a
-    statement of its own, or None when that does not give every statement a bound it can send (the node is
-    not a join, or a limit sits deeper)."""
+    None when that does not give every statement a bound it can send: the node is not a join, or a limit
+    sits inside a part that is not bounded as a whole.
+    """
     if not isinstance(node, JoinNode):
         return None
     parts = _flat_parts(node)
@@ -148,21 +151,19 @@ def split_for_bounds(node: GrammarNode) -> list[GrammarNode] | None:
             group.clear()
 
     for index, part in enumerate(parts):
-        if _runs_on_its_own(parts, index):
+        limited = for_limits and isinstance(part, RuleNode) and part.max_tokens is not None
+        if limited or _stop_repeated_next(parts, index):
             close_group()
             statements.append(part)
         else:
             group.append(part)
     close_group()
-    for statement in statements:
-        if isinstance(statement, RuleNode) and statement.max_tokens is not None:
-            continue
-        if any(isinstance(p, RuleNode) and p.max_tokens is not None for p in _walk(statement)):
-            return None  # a limit nested inside a part that is not bounded as a whole
+    if for_limits and any(_has_limit(s) for s in statements if not (isinstance(s, RuleNode) and s.max_tokens)):
+        return None
     return statements
 
 
-def statements_for_bounds(node: JoinNode) -> list[GrammarNode]:
+def request_statements(node: JoinNode) -> list[GrammarNode]:
     """The join as one grammar and one request, or split into statements run one after the other.
 
     A local model stops each gen at its own token limit. One request carries one ``max_tokens``: when the
@@ -172,12 +173,5 @@ def statements_for_bounds(node: JoinNode) -> list[GrammarNode]:
     request by `request_attributes`. A gen whose multi-byte stop the next literal repeats is also run on its
     own (see `_stop_repeated_next`).
     """
-    parts = _flat_parts(node)
-    bounded = any(isinstance(p, RuleNode) and p.max_tokens is not None for p in _walk(node))
-    needs_bounds = bounded and _bound(node, set()) is None
-    repeats = any(
-        _stop_repeated_next(part, parts[i + 1] if i + 1 < len(parts) else None) for i, part in enumerate(parts)
-    )
-    if not needs_bounds and not repeats:
-        return [node]
-    return split_for_bounds(node) or [node]
+    statements = split_statements(node, for_limits=_has_limit(node) and _bound(node, set()) is None)
+    return statements if statements is not None and len(statements) > 1 else [node]

@@ -43,7 +43,7 @@ from openai.types.chat.chat_completion_chunk import Choice, ChoiceDelta
 from pydantic import TypeAdapter
 
 from . import _request, _tool_args
-from ._grammar_attrs import statements_for_bounds
+from ._grammar_attrs import request_statements
 from ._http import Transport
 from ._logprobs import RequestTokens, span_log_prob
 from ._stops import StopScanner, StopSpec, stop_spec_for
@@ -371,14 +371,14 @@ class DeepInfraBaseInterpreter(BaseOpenAIInterpreter):
         """Run a join part by part when each part is self-contained (text, gen, select, json).
 
         Otherwise the join is one grammar and one request, unless a gen in it has a ``max_tokens`` that one
-        request cannot carry (another part is unbounded): such gens then run as requests of their own, with
-        their own bound, and the parts between them as grammars (`statements_for_bounds`).
+        request cannot carry (another part is unbounded) or a stop the next text repeats: such gens then run as
+        requests of their own, and the parts between them as grammars (`request_statements`).
         """
         if all(_runs_alone(part) for part in node.nodes):
             for part in node.nodes:
                 yield from self.run(part, **kwargs)
             return
-        for statement in statements_for_bounds(node):
+        for statement in request_statements(node):
             if isinstance(statement, JoinNode):
                 yield from self.rule(RuleNode(name="join", value=statement), **kwargs)
             else:

@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from guidance_deepinfra import DeepInfra, DeepInfraError, InvalidProgramError, RetryPolicy
-from guidance_deepinfra._grammar_attrs import request_attributes, statements_for_bounds
+from guidance_deepinfra._grammar_attrs import request_attributes, request_statements
 from guidance_deepinfra._interpreter import _runs_alone
 from guidance_deepinfra._ladder import LadderOptions
 from guidance_deepinfra._matcher import compile_node
@@ -204,7 +204,7 @@ def changed_by_token_limits(node: Any) -> bool:
     if isinstance(node, JoinNode):
         if all(_runs_alone(part) for part in node.nodes):
             return False
-        if len(statements_for_bounds(node)) > 1:
+        if len(request_statements(node)) > 1:
             return True
         node = RuleNode(name="join", value=node)
     try:
