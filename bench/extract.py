@@ -109,7 +109,7 @@ RESPONSE_FORMAT = {"type": "json_schema", "json_schema": {"name": "person", "sch
 
 
 def client_extract(base_url: str, inputs: list[str], fast: bool) -> list[Any]:
-    from guidance_deepinfra.extract import extract
+    from guidance_deepinfra.extraction.api import extract
 
     options = dict(model="bench/model", api_key="bench", base_url=base_url, fast=fast)
     extract(texts(4), SCHEMA, concurrency=4, **options)  # warm up (imports, first connections)
@@ -155,7 +155,7 @@ def client_threaded_openai(base_url: str, inputs: list[str]) -> None:
     import jsonschema
     import openai
 
-    from guidance_deepinfra._http import _httpx_module
+    from guidance_deepinfra.transport.client import _httpx_module
 
     httpx = _httpx_module()  # the HTTP library the installed SDK is built on
     validator = jsonschema.Draft202012Validator(SCHEMA)

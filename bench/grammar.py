@@ -32,8 +32,8 @@ from typing import Any
 from guidance import assistant, gen, lark, select, substring, user
 
 from guidance_deepinfra import ConstraintError, DeepInfra, RetryPolicy
-from guidance_deepinfra._ladder import LADDER, PLAIN_RETRY, LadderOptions
-from guidance_deepinfra._matcher import clear_cache, compile_node
+from guidance_deepinfra.enforcement.ladder import LADDER, PLAIN_RETRY, LadderOptions
+from guidance_deepinfra.enforcement.matcher import clear_cache, compile_node
 from guidance_deepinfra.profile import ProfileRegistry
 from guidance_deepinfra.testing import FakeDeepInfra, Reply
 

@@ -31,10 +31,10 @@ from guidance import json as guidance_json
 
 import guidance_deepinfra
 from guidance_deepinfra import ConstraintError, DeepInfra, InvalidProgramError, RetryPolicy, limits
-from guidance_deepinfra._schema_check import prepare, schema_from_user
-from guidance_deepinfra._schema_samples import invalid_document, valid_document
+from guidance_deepinfra.lowering.schema import prepare, schema_from_user
 from guidance_deepinfra.profile import ProfileRegistry
 from guidance_deepinfra.testing import FakeDeepInfra, Reply
+from guidance_deepinfra.testing.schema_samples import invalid_document, valid_document
 
 #: The sample lives in ``shared/`` beside the repository (never copied into it).
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "jsonschemabench-dev"

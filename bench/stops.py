@@ -18,7 +18,7 @@ from typing import Any
 from guidance import assistant, gen, user
 
 from guidance_deepinfra import DeepInfra
-from guidance_deepinfra._stops import StopScanner, StopSpec, stop_spec_for
+from guidance_deepinfra.interpreter.stops import StopScanner, StopSpec, stop_spec_for
 from guidance_deepinfra.profile import ProfileRegistry
 from guidance_deepinfra.testing import FakeDeepInfra, Reply
 

@@ -15,12 +15,8 @@ from __future__ import annotations
 
 import guidance.models as _guidance_models
 
-from ._http import DEFAULT_BASE_URL, RetryPolicy
-from ._logprobs import OptionProb as OptionProb
-from ._model import DEFAULT_MODEL, DeepInfra
-from ._option_probs import enum_confidence as enum_confidence  # enum fields of a JSON reply read elsewhere
-from ._option_probs import option_probs as option_probs  # every select option's probability, from one call
-from ._schema_json import json as json  # guidance json() without llguidance build-time refusals
+from ._version import __version__ as __version__
+from .bounds import Limits, limits
 from .errors import (
     APIError,
     AuthenticationError,
@@ -40,15 +36,19 @@ from .errors import (
     ToolArgumentsError,
     UnsupportedFeatureError,
 )
-from .extract import aextract as aextract  # the same, awaited in asyncio programs
-from .extract import extract as extract  # one json() program per input, concurrent and resumable
-from .limits import Limits, limits
+from .extraction.api import aextract as aextract  # the same, awaited in asyncio programs
+from .extraction.api import extract as extract  # one json() program per input, concurrent and resumable
+from .interpreter.logprobs import OptionProb as OptionProb
+from .lowering.schema_json import json as json  # guidance json() without llguidance build-time refusals
+from .model import DEFAULT_MODEL, DeepInfra
+from .probabilities import enum_confidence as enum_confidence  # enum fields of a JSON reply read elsewhere
+from .probabilities import option_probs as option_probs  # every select option's probability, from one call
 from .profile import PROFILES, ModelProfile, UnsupportedFeatureWarning, declare_profile
+from .transport.client import DEFAULT_BASE_URL, RetryPolicy
 from .usage import ConstraintStats, DeepInfraUsage
 
 _guidance_models.DeepInfra = DeepInfra  # type: ignore[attr-defined]
 
-__version__ = "0.1.0"
 
 __all__ = [
     "APIError",

@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .probe import add_parser as add_probe_parser
 
     add_probe_parser(sub)
-    from ._extract_cli import add_parser as add_extract_parser
+    from .extraction.cli import add_parser as add_extract_parser
 
     add_extract_parser(sub)
     return parser
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_probe(args)
     if args.command == "extract":
-        from ._extract_cli import run as run_extract
+        from .extraction.cli import run as run_extract
 
         return run_extract(args)
     return 2

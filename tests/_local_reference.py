@@ -22,7 +22,7 @@ all guidance's and llguidance's, unchanged) where the model proposes the answer'
 * a byte the grammar forbids where it cannot end means a local model would have written something else:
   the reference raises `AnswerLeavesGrammar` and the answer is not one a local run follows.
 
-These are the rules `guidance_deepinfra._follow` states for DeepInfra's answers; everything else comes from
+These are the rules `guidance_deepinfra.enforcement.follow` states for DeepInfra's answers; everything else comes from
 guidance's engine, which is what the differential tests compare against.
 """
 

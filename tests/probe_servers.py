@@ -14,10 +14,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from guidance_deepinfra._schema_check import prepare
-from guidance_deepinfra._schema_samples import regex_example, valid_document
+from guidance_deepinfra.lowering.schema import prepare
 from guidance_deepinfra.testing import Reply
 from guidance_deepinfra.testing.fake_server import Responder
+from guidance_deepinfra.testing.schema_samples import regex_example, valid_document
 
 KEYWORDS = (
     "enum",

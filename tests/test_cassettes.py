@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from guidance_deepinfra import __version__
-from guidance_deepinfra._provenance import describe, today
 from guidance_deepinfra.demo import SCENARIOS, run_scenario
+from guidance_deepinfra.demo.provenance import describe, today
 from guidance_deepinfra.testing import FakeDeepInfra
 from guidance_deepinfra.testing.fake_server import COST_PER_TOKEN
 

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 import guidance_deepinfra
 from guidance_deepinfra import AuthenticationError, ConfigurationError, RetryPolicy
-from guidance_deepinfra.extract import (
+from guidance_deepinfra.extraction.api import (
     DEFAULT_INSTRUCTIONS,
     ExtractionFailure,
     extract,

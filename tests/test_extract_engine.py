@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
-from guidance_deepinfra._extract_engine import Batch, Done, Failed, Retry, Slot
-from guidance_deepinfra._extract_inputs import Item, items_from
-from guidance_deepinfra._extract_limiter import AdaptiveLimiter
-from guidance_deepinfra._extract_log import RecordLog, read_records
 from guidance_deepinfra.errors import ConfigurationError
-from guidance_deepinfra.extract import read_inputs
+from guidance_deepinfra.extraction.api import read_inputs
+from guidance_deepinfra.extraction.engine import Batch, Done, Failed, Retry, Slot
+from guidance_deepinfra.extraction.inputs import Item, items_from
+from guidance_deepinfra.extraction.limiter import AdaptiveLimiter
+from guidance_deepinfra.extraction.records import RecordLog, read_records
 
 # --------------------------------------------------------------------------- inputs
 

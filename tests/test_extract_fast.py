@@ -19,7 +19,7 @@ import pytest
 from pydantic import BaseModel, Field
 
 from guidance_deepinfra import AuthenticationError, RetryPolicy, aextract, extract
-from guidance_deepinfra.extract import ExtractionFailure
+from guidance_deepinfra.extraction.api import ExtractionFailure
 from guidance_deepinfra.profile import ProfileRegistry
 from guidance_deepinfra.testing import FakeDeepInfra, Reply
 
@@ -228,7 +228,7 @@ def test_aextract_runs_inside_an_event_loop_and_extract_works_from_one_too() -> 
 
 
 def test_proxy_variables_are_honoured_except_for_a_loopback_address(monkeypatch: pytest.MonkeyPatch) -> None:
-    from guidance_deepinfra._http_async import env_proxy
+    from guidance_deepinfra.transport.aio import env_proxy
 
     monkeypatch.setenv("HTTPS_PROXY", "http://user:pw@proxy.internal:3128")
     monkeypatch.setenv("NO_PROXY", "skip.example")

@@ -15,8 +15,8 @@ from guidance import json as guidance_json
 
 import guidance_deepinfra
 from guidance_deepinfra import ConstraintError
-from guidance_deepinfra._schema_check import prepare
-from guidance_deepinfra.extract import ExtractionFailure, extract
+from guidance_deepinfra.extraction.api import ExtractionFailure, extract
+from guidance_deepinfra.lowering.schema import prepare
 from guidance_deepinfra.testing import FakeDeepInfra, Reply
 
 #: The formats llguidance (a local run) enforces: guidance's json() builds a grammar for each of them.

@@ -8,7 +8,7 @@ import pytest
 from guidance import assistant, gen, lark, select, substring, user
 
 from guidance_deepinfra import ConstraintError, InvalidProgramError, ModelProfile, UnsupportedFeatureWarning, limits
-from guidance_deepinfra._ladder import LADDER, LadderOptions
+from guidance_deepinfra.enforcement.ladder import LADDER, LadderOptions
 from guidance_deepinfra.testing import Reply
 
 CLIENT_ONLY = LadderOptions(server=False)
@@ -297,7 +297,7 @@ def test_invalid_regex_is_refused_before_any_request(fake, make_model) -> None:
 
 
 def test_plain_retry_resends_the_same_request(fake, make_model) -> None:
-    from guidance_deepinfra._ladder import PLAIN_RETRY
+    from guidance_deepinfra.enforcement.ladder import PLAIN_RETRY
 
     fake.push(Reply.text("555-12a4"), Reply.text("555-1234"))
     lm = model(make_model, PLAIN_RETRY)

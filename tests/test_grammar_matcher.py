@@ -8,9 +8,9 @@ from guidance._ast import RuleNode
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from guidance_deepinfra._ladder_pattern import server_form, translate_regex
-from guidance_deepinfra._matcher import compile_node
+from guidance_deepinfra.enforcement.matcher import compile_node
 from guidance_deepinfra.errors import InvalidProgramError
+from guidance_deepinfra.lowering.pattern import server_form, translate_regex
 
 PHONE = gen("phone", regex=r"\d{3}-\d{4}")
 PERSON = "Name: " + gen(regex=r"[A-Z][a-z]+", name="name") + ", age " + gen(regex=r"\d+", name="age") + "."

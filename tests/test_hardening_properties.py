@@ -29,8 +29,8 @@ from hypothesis import strategies as st
 
 import guidance_deepinfra
 from guidance_deepinfra import ConstraintError, DeepInfra, ModelProfile, RetryPolicy
-from guidance_deepinfra._ladder import PLAIN_RETRY, LadderOptions
-from guidance_deepinfra._matcher import compile_node
+from guidance_deepinfra.enforcement.ladder import PLAIN_RETRY, LadderOptions
+from guidance_deepinfra.enforcement.matcher import compile_node
 from guidance_deepinfra.profile import ProfileRegistry
 from guidance_deepinfra.testing import FakeDeepInfra, Reply
 

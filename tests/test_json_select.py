@@ -24,7 +24,7 @@ from guidance_deepinfra import (
     UnsupportedFeatureWarning,
     limits,
 )
-from guidance_deepinfra._json_select import _unwrap
+from guidance_deepinfra.enforcement.json_select import _unwrap
 from guidance_deepinfra.testing import Reply
 
 

@@ -26,7 +26,7 @@ from guidance_deepinfra import (
     UnsupportedFeatureWarning,
     option_probs,
 )
-from guidance_deepinfra._logprobs import (
+from guidance_deepinfra.interpreter.logprobs import (
     Piece,
     RequestTokens,
     TokenScore,

@@ -18,8 +18,8 @@ import nbformat
 import pytest
 
 from guidance_deepinfra import __version__
-from guidance_deepinfra._model import DEFAULT_MODEL
-from guidance_deepinfra._provenance import today
+from guidance_deepinfra.demo.provenance import today
+from guidance_deepinfra.model import DEFAULT_MODEL
 from guidance_deepinfra.notebook import provenance_note, run_notebook, scripted_replies
 from guidance_deepinfra.testing import FakeDeepInfra
 from guidance_deepinfra.testing.fake_server import COST_PER_TOKEN

@@ -29,10 +29,10 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from guidance_deepinfra import DeepInfra, DeepInfraError, InvalidProgramError, RetryPolicy
-from guidance_deepinfra._grammar_attrs import request_attributes, request_statements
-from guidance_deepinfra._interpreter import _runs_alone
-from guidance_deepinfra._ladder import LadderOptions
-from guidance_deepinfra._matcher import compile_node
+from guidance_deepinfra.enforcement.ladder import LadderOptions
+from guidance_deepinfra.enforcement.matcher import compile_node
+from guidance_deepinfra.interpreter.base import _runs_alone
+from guidance_deepinfra.interpreter.grammar_attrs import request_attributes, request_statements
 from guidance_deepinfra.profile import ProfileRegistry
 from guidance_deepinfra.testing import FakeDeepInfra, Reply
 
@@ -231,7 +231,7 @@ def run_local(program: list[Statement]) -> tuple[str, dict[str, Any]]:
         lm += statement.node
     names = set().union(*(s.names for s in program))
     captures = {name: lm.get(name) for name in sorted(names)}
-    # The plugin sets a save_stop_text capture to "" for a stop the model never wrote (see `_follow`); the
+    # The plugin sets a save_stop_text capture to "" for a stop the model never wrote (see `enforcement.follow`); the
     # reference's model writes that stop to end its answer, so that one capture is expected empty.
     for statement, closed in zip(program, engine.closed_with_stop, strict=False):
         if closed and statement.closing_name is not None:

@@ -11,8 +11,8 @@ import pytest
 from guidance import assistant, capture, gen, lark, select, user
 
 from guidance_deepinfra import ConstraintError, InvalidProgramError
-from guidance_deepinfra._ladder import LadderOptions
-from guidance_deepinfra._matcher import clear_cache, compile_node
+from guidance_deepinfra.enforcement.ladder import LadderOptions
+from guidance_deepinfra.enforcement.matcher import clear_cache, compile_node
 from guidance_deepinfra.testing import Reply
 
 CLIENT_ONLY = LadderOptions(server=False)

@@ -13,7 +13,7 @@ from _local_reference import local_model
 from guidance import assistant, gen, guidance, lark, one_or_more, select, user
 from test_parity_differential import compare, statement
 
-from guidance_deepinfra._ladder import LadderOptions
+from guidance_deepinfra.enforcement.ladder import LadderOptions
 from guidance_deepinfra.testing import Reply
 
 CLIENT_ONLY = LadderOptions(server=False)

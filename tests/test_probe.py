@@ -16,10 +16,10 @@ import pytest
 from probe_servers import CONTEXT_MESSAGE, KEYWORDS, Behaviour, by_model
 
 from guidance_deepinfra import DeepInfra, ModelProfile
-from guidance_deepinfra._probe_checks import KEYWORD_CASES
 from guidance_deepinfra.cli import main
 from guidance_deepinfra.errors import ConfigurationError
 from guidance_deepinfra.probe import ROWS, requests_per_model
+from guidance_deepinfra.probe.checks import KEYWORD_CASES
 from guidance_deepinfra.profile import PROFILES, ProfileRegistry, declare_profiles, load_profile, load_profiles
 from guidance_deepinfra.testing import FakeDeepInfra
 

@@ -14,7 +14,7 @@ import pytest
 
 from guidance_deepinfra.cli import main
 from guidance_deepinfra.errors import ConfigurationError
-from guidance_deepinfra.extract import read_inputs
+from guidance_deepinfra.extraction.api import read_inputs
 from guidance_deepinfra.testing import FakeDeepInfra, Reply
 
 ROWS = 2000

@@ -75,7 +75,7 @@ def test_total_usage_loses_no_update_when_threads_share_it(make_model) -> None:
 
 def test_extract_takes_a_draft_4_schema_that_json_takes() -> None:
     # json() reads a schema without $schema as 2020-12, draft 7 or draft 4; extract() must accept the same.
-    from guidance_deepinfra.extract import extract
+    from guidance_deepinfra.extraction.api import extract
     from guidance_deepinfra.testing import FakeDeepInfra
 
     schema = {
@@ -95,7 +95,7 @@ def test_extract_takes_a_draft_4_schema_that_json_takes() -> None:
 
 def test_extract_reports_a_text_with_a_lone_surrogate_and_goes_on() -> None:
     # JSON input may hold "\ud800"; such a text cannot be sent, which is that input's problem, not the batch's.
-    from guidance_deepinfra.extract import ExtractionFailure, extract
+    from guidance_deepinfra.extraction.api import ExtractionFailure, extract
     from guidance_deepinfra.testing import FakeDeepInfra
 
     schema = {"type": "object", "properties": {"age": {"type": "integer"}}, "required": ["age"]}
@@ -172,7 +172,7 @@ def test_an_answer_holding_an_escaped_lone_surrogate_is_written_and_the_batch_go
     # '"\ud800"' is valid JSON text; its value cannot be encoded as UTF-8, so the output record escapes it.
     import json
 
-    from guidance_deepinfra.extract import extract, read_records
+    from guidance_deepinfra.extraction.api import extract, read_records
     from guidance_deepinfra.testing import FakeDeepInfra
 
     schema = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from guidance_deepinfra._schema_check import prepare
-from guidance_deepinfra._schema_samples import invalid_document, regex_example, valid_document
+from guidance_deepinfra.lowering.schema import prepare
+from guidance_deepinfra.testing.schema_samples import invalid_document, regex_example, valid_document
 
 BENCH = Path(__file__).resolve().parent.parent / "bench" / "schema_coverage.py"
 

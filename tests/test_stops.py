@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from guidance_deepinfra import InvalidProgramError
-from guidance_deepinfra._stops import StopScanner, StopSpec, _RegexStops, stop_spec_for
+from guidance_deepinfra.interpreter.stops import StopScanner, StopSpec, _RegexStops, stop_spec_for
 from guidance_deepinfra.testing import Reply
 
 

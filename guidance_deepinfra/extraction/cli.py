@@ -1,0 +1,220 @@
+"""``guidance-deepinfra extract``: batch extraction from files, a progress bar, and a resumable output."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigurationError, DeepInfraError, OutputWriteError
+from ..model import DEFAULT_MODEL
+from .api import DEFAULT_CONCURRENCY, Schema, load_schema, read_inputs, run_extraction
+from .engine import Counts
+from .inputs import Item, parse_shard, shard_of
+from .limiter import DEEPINFRA_MAX_CONCURRENCY, AdaptiveLimiter
+
+#: Exit codes of ``guidance-deepinfra extract`` (documented in the README).
+EXIT_DONE = 0  # every input has a result
+EXIT_SOME_FAILED = 1  # the run finished; some inputs failed and are listed in the errors file
+EXIT_REFUSED = 2  # bad arguments, inputs or schema (nothing sent), or an error no input can fix stopped the run
+EXIT_WRITE_FAILED = 3  # a record could not be written (disk full...): what was written is kept, a rerun resumes
+EXIT_INTERRUPTED = 130  # Ctrl-C: what was written is kept, a rerun resumes
+
+
+def add_parser(sub: Any) -> None:
+    parser = sub.add_parser(
+        "extract",
+        help="extract a schema from every input (JSONL, CSV or a directory of .txt) into a resumable JSONL",
+        description=(
+            "Run one json() extraction per input, concurrently, appending each finished result to --output "
+            "as soon as it is done. Rerunning with the same --output skips the ids already there."
+        ),
+    )
+    parser.add_argument("--schema", required=True, help="schema.json, package.module:Class or file.py:Class")
+    parser.add_argument("--input", required=True, type=Path, help="file.jsonl, file.csv or a directory of .txt")
+    parser.add_argument("--output", required=True, type=Path, help="results, one JSON record per line")
+    parser.add_argument(
+        "--errors", type=Path, default=None, help="failed inputs of this run (default: OUTPUT.errors.jsonl)"
+    )
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"DeepInfra model (default: {DEFAULT_MODEL})")
+    parser.add_argument("--base-url", default=None, help="API base URL (default: DEEPINFRA_BASE_URL or DeepInfra)")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=DEFAULT_CONCURRENCY,
+        help=f"most requests in flight, 1..{DEEPINFRA_MAX_CONCURRENCY}; halved on 429 (default: %(default)s)",
+    )
+    parser.add_argument("--max-attempts", type=int, default=3, help="requests per input for a valid answer")
+    parser.add_argument("--max-requeues", type=int, default=8, help="requeues of an input after 429/5xx/timeouts")
+    parser.add_argument("--instructions", default=None, help="system message (default: a short extraction brief)")
+    parser.add_argument("--instructions-file", type=Path, default=None, help="read the system message from a file")
+    parser.add_argument("--id-field", default="id", help="JSONL key / CSV column holding the id (default: id)")
+    parser.add_argument("--text-field", default="text", help="JSONL key / CSV column holding the text")
+    parser.add_argument("--max-tokens", type=int, default=None, help="token bound of each answer")
+    parser.add_argument("--temperature", type=float, default=None, help="sampling temperature")
+    parser.add_argument(
+        "--shard",
+        default=None,
+        metavar="K/N",
+        help="process only the inputs whose id hashes to shard K of N (run N processes, each with its own --output)",
+    )
+    parser.add_argument(
+        "--confidence",
+        action="store_true",
+        help='ask for logprobs and add each enum field\'s option probabilities to every record ("confidence")',
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (a summary is still printed)")
+
+
+class ProgressBar:
+    """tqdm bar of finished inputs: done, failed, rate and DeepInfra's estimated cost so far."""
+
+    def __init__(self, total: int, *, enabled: bool) -> None:
+        self.total = total
+        self.enabled = enabled
+        self.bar: Any = None
+        self._shown = 0
+        self._initial = 0
+        self._lock = threading.Lock()
+
+    def start(self, initial: int) -> None:
+        from tqdm import tqdm
+
+        self._shown = self._initial = initial
+        self.bar = tqdm(
+            total=self.total,
+            initial=initial,
+            unit="rec",
+            dynamic_ncols=True,
+            file=sys.stderr,
+            disable=not self.enabled,
+        )
+
+    def update(self, counts: Counts, limiter: AdaptiveLimiter, rate_limited: int) -> None:
+        if self.bar is None:
+            return
+        with self._lock, counts.lock:
+            finished = counts.done + counts.failed
+            self.bar.set_postfix(
+                failed=counts.failed,
+                cost=f"${counts.estimated_cost:.4f}",
+                window=f"{limiter.window}/{limiter.ceiling}",
+                r429=rate_limited,
+                refresh=False,
+            )
+            shown = self._shown
+            self._shown = max(shown, finished + self._initial)
+            self.bar.update(self._shown - shown)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    errors_path: Path = args.errors or args.output.with_name(args.output.stem + ".errors.jsonl")
+    try:
+        instructions = args.instructions
+        if args.instructions_file is not None:
+            instructions = args.instructions_file.read_text(encoding="utf-8")
+        check_paths(args.input, args.output, errors_path)
+        schema = load_schema(args.schema)
+        Schema(schema)  # a schema without a usable JSON schema is refused here, before any file is touched
+        shard = parse_shard(args.shard) if args.shard is not None else None
+
+        def inputs() -> Iterator[Item]:
+            items = read_inputs(args.input, id_field=args.id_field, text_field=args.text_field)
+            return (i for i in items if shard is None or shard_of(i.id, shard[1]) == shard[0])
+
+        input_ids = [item.id for item in inputs()]
+    except (DeepInfraError, OSError) as exc:
+        print(f"extract: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+
+    bar = ProgressBar(len(input_ids), enabled=not args.no_progress)
+
+    def on_start(finished: set[str]) -> None:
+        resumed = len(finished.intersection(input_ids))
+        if resumed:
+            print(f"extract: resuming: {resumed} input(s) already in {args.output} are skipped", file=sys.stderr)
+        if shard is not None:
+            print(f"extract: shard {shard[0]}/{shard[1]}: {len(input_ids)} input(s)", file=sys.stderr)
+        bar.start(resumed)
+
+    try:
+        results = run_extraction(
+            inputs(),
+            schema,
+            instructions=instructions,
+            model=args.model,
+            base_url=args.base_url,
+            concurrency=args.concurrency,
+            max_attempts=args.max_attempts,
+            max_requeues=args.max_requeues,
+            output=args.output,
+            errors=errors_path,
+            max_tokens=args.max_tokens,
+            temperature=args.temperature,
+            confidence=args.confidence,
+            collect=False,
+            on_start=on_start,
+            on_progress=bar.update,
+        )
+    except OutputWriteError as exc:
+        bar.close()
+        print(f"extract: stopped: {exc}", file=sys.stderr)
+        print(
+            f"extract: finished records are kept in {args.output}; free space (or fix the error above) and rerun "
+            "the same command to resume",
+            file=sys.stderr,
+        )
+        return EXIT_WRITE_FAILED
+    except DeepInfraError as exc:
+        bar.close()
+        print(f"extract: stopped: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"extract: finished records are kept in {args.output}; rerun to resume", file=sys.stderr)
+        return EXIT_REFUSED
+    except KeyboardInterrupt:
+        bar.close()
+        print(
+            f"\nextract: interrupted; finished records are kept in {args.output}; rerun to resume",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    bar.close()
+    summary = (
+        f"extract: {results.done} done, {results.failed} failed, {results.resumed} skipped (already done); "
+        f"estimated cost ${results.estimated_cost:.6f}; {results.rate_limited} rate-limited answer(s); "
+        f"{results.requeued} requeue(s)"
+    )
+    print(summary, file=sys.stderr)
+    if results.failed:
+        print(f"extract: failures are listed in {errors_path}", file=sys.stderr)
+    return EXIT_SOME_FAILED if results.failed else EXIT_DONE
+
+
+def check_paths(input_path: Path, output: Path, errors: Path) -> None:
+    """Refuse outputs that cannot work before anything is read or written.
+
+    A directory cannot take records, and an input that is also the output or errors file would be appended
+    to (or emptied) while it is being read.
+    """
+    for name, path in (("--output", output), ("--errors", errors)):
+        if path.is_dir():
+            raise ConfigurationError(f"{name} {str(path)!r} is a directory; give a file such as out.jsonl")
+        if _same_file(input_path, path):
+            raise ConfigurationError(f"{name} {str(path)!r} is the input file; results need a file of their own")
+    if _same_file(output, errors):
+        raise ConfigurationError("the output and errors files must differ")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and a.samefile(b) or a.resolve() == b.resolve()
+    except OSError:
+        return False

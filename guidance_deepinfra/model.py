@@ -1,0 +1,186 @@
+"""`DeepInfra`: the guidance model object users create, and the interpreter it runs programs with.
+
+The interpreter is composed here from mixins, as guidance composes ``OpenAIInterpreter`` beside its ``OpenAI``
+model: this is the one place above both the base chat interpreter (`interpreter.base`) and the constraint
+mixins that build on it (`enforcement`), so neither has to import the other's room upwards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+from guidance._schema import SamplingParams
+from guidance.models import Model
+
+from .bounds import check_positive_int
+from .enforcement.grammar import GrammarMixin
+from .enforcement.json_select import JsonSelectMixin
+from .errors import ConfigurationError, MissingAPIKeyError
+from .interpreter.base import DeepInfraBaseInterpreter, DeepInfraImageMixin, DeepInfraState
+from .profile import PROFILES, ModelProfile, ProfileRegistry
+from .transport.client import DEFAULT_BASE_URL, RetryPolicy, Transport
+from .usage import DeepInfraUsage
+
+#: The model used when none is named: a current DeepInfra chat model with JSON mode and tool calling.
+DEFAULT_MODEL = "meta-llama/Llama-3.3-70B-Instruct-Turbo"
+
+API_KEY_VARIABLES = ("DEEPINFRA_API_KEY", "DEEPINFRA_TOKEN")
+
+
+class DeepInfraInterpreter(DeepInfraImageMixin, JsonSelectMixin, GrammarMixin, DeepInfraBaseInterpreter):
+    """guidance interpreter for DeepInfra chat models: the base chat interpreter plus one mixin per kind of node.
+
+    Each constraint mixin overrides `constrained_rule` for the nodes it handles and passes the rest on with
+    `super()`: JSON and literal selects go to DeepInfra's server-side structured output (`JsonSelectMixin`),
+    everything else is generated and checked with llguidance on the client (`GrammarMixin`). The image mixin
+    sends image nodes as image parts of the user message.
+    """
+
+
+def resolve_api_key(api_key: str | None) -> str:
+    """The key from the argument, then DEEPINFRA_API_KEY, then DEEPINFRA_TOKEN."""
+    if api_key:
+        return api_key
+    for name in API_KEY_VARIABLES:
+        value = os.environ.get(name)
+        if value:
+            return value
+    raise MissingAPIKeyError(
+        "no DeepInfra API key: pass api_key=... or set DEEPINFRA_API_KEY (or DEEPINFRA_TOKEN) in the environment"
+    )
+
+
+def resolve_base_url(base_url: str | None) -> str:
+    """The base URL from the argument, then DEEPINFRA_BASE_URL, then DeepInfra's OpenAI-compatible endpoint."""
+    return base_url or os.environ.get("DEEPINFRA_BASE_URL") or DEFAULT_BASE_URL
+
+
+class DeepInfra(Model):
+    """A guidance model backed by a DeepInfra-hosted chat model.
+
+    Parameters
+    ----------
+    model:
+        DeepInfra model name, e.g. ``"meta-llama/Llama-3.3-70B-Instruct-Turbo"`` (the default).
+    api_key:
+        Defaults to ``DEEPINFRA_API_KEY``, then ``DEEPINFRA_TOKEN``. A missing key fails here, not at the
+        first request.
+    base_url:
+        Defaults to ``DEEPINFRA_BASE_URL``, then ``https://api.deepinfra.com/v1/openai``.
+    sampling_params:
+        guidance sampling parameters; ``top_k``, ``min_p`` and ``repetition_penalty`` are passed to
+        DeepInfra (guidance's own OpenAI backend refuses them).
+    echo:
+        Render the program as it runs (in notebooks), as every guidance model does.
+    max_retries, timeout:
+        Retries for 429/5xx/timeouts (exponential backoff with jitter, Retry-After honoured; default 4, or
+        the `retry` policy's own) and the per-request timeout in seconds.
+    request_defaults:
+        Documented DeepInfra fields sent with every request, e.g. ``{"seed": 7, "service_tier": "priority",
+        "reasoning_effort": "none"}``. Unknown fields are refused here.
+    logprobs, top_logprobs:
+        Ask for token log probabilities (guidance's token view uses them); dropped automatically for a model
+        that refuses them.
+    profile:
+        Declare this model object's capabilities (see `ModelProfile`) instead of learning them from
+        refusals. It belongs to this object alone; `declare_profile` declares one for the whole process.
+    max_attempts:
+        Default bound on attempts for client-checked constraints (JSON validation, regex, grammars).
+    client_kwargs:
+        Passed to ``openai.OpenAI`` (e.g. ``http_client``, ``default_headers``).
+    """
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        sampling_params: SamplingParams | None = None,
+        echo: bool = True,
+        max_retries: int | None = None,
+        timeout: float | None = 120.0,
+        stream_deadline: float | None = 900.0,
+        request_defaults: dict[str, Any] | None = None,
+        logprobs: bool = True,
+        top_logprobs: int | None = 5,
+        profile: ModelProfile | None = None,
+        max_attempts: int = 3,
+        retry: RetryPolicy | None = None,
+        profiles: ProfileRegistry | None = None,
+        **client_kwargs: Any,
+    ) -> None:
+        if not isinstance(model, str) or not model.strip():
+            raise ConfigurationError(f"model must be a non-empty DeepInfra model name, got {model!r}")
+        check_positive_int("max_attempts", max_attempts)
+        check_positive_int("top_logprobs", top_logprobs)
+        key = resolve_api_key(api_key)
+        policy = retry or RetryPolicy()
+        if max_retries is not None and max_retries != policy.max_retries:
+            policy = dataclasses.replace(policy, max_retries=max_retries)  # never rewrite the caller's policy
+        transport = Transport(
+            api_key=key,
+            base_url=resolve_base_url(base_url),
+            timeout=timeout,
+            stream_deadline=stream_deadline,
+            retry=policy,
+            **client_kwargs,
+        )
+        if profile is not None and not isinstance(profile, ModelProfile):
+            raise ConfigurationError(f"profile must be a ModelProfile, got {type(profile).__name__}")
+        registry = profiles or PROFILES
+        interpreter = DeepInfraInterpreter(
+            model,
+            transport,
+            profiles=registry,
+            request_defaults=request_defaults,
+            logprobs=logprobs,
+            top_logprobs=top_logprobs,
+            max_attempts=max_attempts,
+            own_profile=profile,
+        )
+        super().__init__(
+            interpreter=interpreter,
+            sampling_params=sampling_params if sampling_params is not None else SamplingParams(),  # type: ignore[typeddict-item]
+            echo=echo,
+        )
+
+    def __repr__(self) -> str:
+        return f"DeepInfra(model={self.model_name!r})"
+
+    @property
+    def model_name(self) -> str:
+        """The DeepInfra model name requests are sent to."""
+        return str(self._interpreter.model)  # type: ignore[attr-defined]
+
+    @property
+    def _state(self) -> DeepInfraState:
+        return self._interpreter.state  # type: ignore[return-value]
+
+    @property
+    def usage(self) -> DeepInfraUsage:
+        """Calls, tokens, DeepInfra's estimated cost and constraint work accumulated by this program."""
+        return self._state.usage
+
+    @property
+    def total_usage(self) -> DeepInfraUsage:
+        """Usage of every call made through this model object and everything derived from it, including
+        attempts that ended in an error. `usage` covers only the calls behind this program state."""
+        return self._interpreter.ledger  # type: ignore[attr-defined,no-any-return]
+
+    @property
+    def reasoning(self) -> list[str]:
+        """Reasoning text of each call from a reasoning model, kept out of the program text and captures."""
+        return list(self._state.reasoning)
+
+    @property
+    def finish_reasons(self) -> list[str | None]:
+        """DeepInfra's ``finish_reason`` for each call, oldest first."""
+        return list(self._state.finish_reasons)
+
+    @property
+    def transport(self) -> Transport:
+        """The HTTP transport (retry policy and request counters) shared by this model's states."""
+        return self._interpreter.transport  # type: ignore[attr-defined,no-any-return]

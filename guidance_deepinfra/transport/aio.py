@@ -1,0 +1,328 @@
+"""The extraction fast path's HTTP: non-streamed chat completions over aiohttp, hundreds in flight.
+
+The openai SDK costs 3-5 ms of CPU per request (pydantic objects per SSE chunk, httpx's pool), so no client
+built on it holds DeepInfra's 200 concurrent requests from one process. Batch extraction does not need a
+stream (the answer is validated whole), so it sends the same request body with ``"stream": false`` through
+one aiohttp session on asyncio and reads one JSON answer. Everything else is the package's shared code:
+errors are typed by `wire.error_from_status`, Retry-After is read by `parse_retry_after`, the retry
+decision and backoff are `retry_wait` with the model's `RetryPolicy`, redirects are refused as in the SDK
+transport. The key is sent only in the Authorization header and appears in no error or log.
+
+Every phase of an attempt is bounded: connecting, sending, waiting for the answer and reading it share one
+deadline of ``timeout`` seconds, as a body that is not a stream does on the SDK transport, so a server that
+trickles its headers or its body a byte at a time cannot hold a request past it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlparse
+from urllib.request import getproxies, proxy_bypass
+
+import aiohttp
+
+from ..errors import APIError, ProtocolError, RateLimitError, redact
+from .client import (
+    BODY_READ_LIMIT,
+    CallStats,
+    RetryPolicy,
+    Transport,
+    check_api_key,
+    check_base_url,
+    connection_error,
+    display_url,
+    parse_retry_after,
+    redirect_error,
+    retry_wait,
+    timeout_error,
+    unencodable_error,
+)
+from .wire import error_from_status, parse_error_body
+
+logger = logging.getLogger("guidance_deepinfra")
+
+Wait = Callable[[float], Awaitable[None]]
+
+
+@dataclass
+class Completion:
+    """One non-streamed answer: its text, why it ended, DeepInfra's usage object (a dict) if sent, and the
+    ``choices[0].logprobs.content`` entries when the request asked for logprobs and they came (else None)."""
+
+    text: str
+    finish_reason: str | None
+    usage: dict[str, Any] | None
+    logprobs: list[Any] | None = None
+
+
+class AsyncTransport:
+    """Sends chat-completion bodies to DeepInfra without streaming; one per running batch.
+
+    Use as ``async with``: the aiohttp session (a pool of keep-alive connections) lives inside the event
+    loop that runs the batch and is closed with it.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str,
+        timeout: float | None = 120.0,
+        retry: RetryPolicy | None = None,
+        stats: CallStats | None = None,
+        connections: int = 256,
+    ) -> None:
+        url = urlparse(check_base_url(base_url))
+        host = f"[{url.hostname}]" if url.hostname and ":" in url.hostname else url.hostname
+        netloc = f"{host}:{url.port}" if url.port is not None else str(host)
+        # User info in base_url is never sent (the key goes in the Authorization header only).
+        self._url = f"{url.scheme}://{netloc}{url.path}/chat/completions" + (f"?{url.query}" if url.query else "")
+        self.base_url = display_url(check_base_url(base_url))
+        self._proxy: Any = None
+        self._proxy_auth: Any = None
+        self._headers = {
+            "Authorization": f"Bearer {check_api_key(api_key)}",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+        }
+        self.retry = retry or RetryPolicy()
+        self.stats = stats or CallStats()
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._connections = connections
+        self._session: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def beside(cls, transport: Transport, *, connections: int = 256) -> AsyncTransport:
+        """An async transport to the same endpoint with the same key, timeout, retry policy and counters as
+        the model's streaming `transport`, so a batch's requests count where the model's do."""
+        return cls(
+            api_key=transport._client.api_key,
+            base_url=str(transport._client.base_url),
+            timeout=transport.timeout,
+            retry=transport.retry,
+            stats=transport.stats,
+            connections=connections,
+        )
+
+    def __repr__(self) -> str:
+        return f"AsyncTransport(base_url={self.base_url!r})"
+
+    async def __aenter__(self) -> AsyncTransport:
+        self._proxy, self._proxy_auth = env_proxy(self._url)
+        connector = aiohttp.TCPConnector(limit=self._connections, limit_per_host=0, ttl_dns_cache=300)
+        self._session = aiohttp.ClientSession(
+            connector=connector, timeout=self._timeout, headers=self._headers, trust_env=False
+        )
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def complete(
+        self,
+        body: dict[str, Any],
+        *,
+        model: str | None = None,
+        on_rate_limited: Callable[[], None] | None = None,
+        wait: Wait | None = None,
+    ) -> Completion:
+        """Send `body` (as given, with ``stream`` false) and return the answer, retrying per the policy.
+
+        `on_rate_limited` is called on every 429, before the backoff; `wait` replaces the backoff sleep (the
+        batch gives its request slot back while waiting).
+        """
+        try:
+            data = json.dumps({**body, "stream": False}, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise unencodable_error(exc, model) from None
+        attempt = 0
+        while True:
+            self.stats.requests += 1
+            error: APIError | None = None
+            try:
+                return await self._post(data, model=model)
+            except _Retryable as failed:
+                error, retry_after = failed.error, failed.retry_after
+                if isinstance(error, RateLimitError):
+                    self.stats.rate_limited += 1
+                    if on_rate_limited is not None:
+                        on_rate_limited()
+                delay = retry_wait(self.retry, attempt, error, retry_after)
+                if delay is None:
+                    if isinstance(error, RateLimitError) and retry_after is not None:
+                        error.retry_after = retry_after  # type: ignore[attr-defined]  # the batch pauses for it
+                    raise error from None
+            except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+                delay = retry_wait(self.retry, attempt, None, None)
+                if delay is None:
+                    raise timeout_error(attempt + 1, model) from None
+            except (aiohttp.ClientConnectionError, OSError) as exc:
+                delay = retry_wait(self.retry, attempt, None, None)
+                if delay is None:
+                    raise connection_error(self.base_url, attempt + 1, type(exc).__name__, model) from None
+            except aiohttp.ClientError as exc:  # an answer that is not HTTP aiohttp can read
+                raise ProtocolError(f"unreadable answer: {type(exc).__name__}", model=model) from None
+            logger.info(
+                "DeepInfra request failed (%s); retry %d/%d in %.2fs",
+                error or "timeout/connection",
+                attempt + 1,
+                self.retry.max_retries,
+                delay,
+            )
+            self.stats.retries += 1
+            await (wait or self.sleep)(delay)
+            attempt += 1
+
+    async def sleep(self, seconds: float) -> None:
+        """The policy's sleep: awaited when it is the default, called as given otherwise (tests record it)."""
+        if self.retry.sleep is time.sleep:
+            await asyncio.sleep(seconds)
+        else:
+            self.retry.sleep(seconds)
+
+    async def _post(self, data: bytes, *, model: str | None) -> Completion:
+        assert self._session is not None, "use AsyncTransport inside `async with`"
+        post = self._session.post(
+            self._url, data=data, allow_redirects=False, proxy=self._proxy, proxy_auth=self._proxy_auth
+        )
+        async with post as response:
+            status = response.status
+            if 300 <= status < 400:
+                raise redirect_error(response.headers.get("location"), status, model=model)
+            if status >= 400:
+                text = await _body_start(response)
+                error = error_from_status(status, text, model=model)
+                raise _Retryable(error, parse_retry_after(response.headers.get("retry-after")))
+            content_type = response.headers.get("content-type", "")
+            try:
+                raw = await response.read()
+            except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
+                raise ProtocolError(f"the answer broke off: {type(exc).__name__}", status=status, model=model) from None
+        if "json" not in content_type:
+            text = raw[:BODY_READ_LIMIT].decode("utf-8", errors="replace")
+            text = redact(text)  # masked before it is shortened below
+            shown = parse_error_body(text).message[:200] if text.lstrip().startswith("<") else text.strip()[:200]
+            raise ProtocolError(
+                f"expected a JSON chat completion, got content-type {content_type or '(none)'!r}: {shown!r}",
+                status=status,
+                model=model,
+            )
+        return read_completion(raw, model=model)
+
+
+class _Retryable(Exception):
+    """An error status, carried to the retry loop with its Retry-After."""
+
+    def __init__(self, error: APIError, retry_after: float | None) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.retry_after = retry_after
+
+
+async def _body_start(response: aiohttp.ClientResponse) -> str:
+    """The first `BODY_READ_LIMIT` bytes of an error body as text."""
+    data = bytearray()
+    try:
+        while len(data) < BODY_READ_LIMIT:
+            piece = await response.content.read(BODY_READ_LIMIT - len(data))
+            if not piece:
+                break
+            data.extend(piece)
+    except asyncio.TimeoutError:
+        raise  # the attempt's deadline passed while the body trickled in: a timeout, as on the SDK transport
+    except (aiohttp.ClientError, OSError):  # the body is only used for the message
+        pass
+    return bytes(data).decode("utf-8", errors="replace")
+
+
+def read_completion(raw: bytes, *, model: str | None) -> Completion:
+    """Check a chat.completion body's shape (the fields read here) and return its answer."""
+    try:
+        value = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError(f"the answer is not valid JSON: {exc}", model=model) from None
+    problem = completion_problem(value)
+    if problem is not None:
+        if isinstance(value, dict) and value.get("error") and not value.get("choices"):
+            error = _error_in_body(value, model=model)
+            if error is not None:
+                raise error
+        raise ProtocolError(f"malformed chat completion: {problem}", model=model)
+    choice = value["choices"][0]
+    scores = choice.get("logprobs")
+    content = scores.get("content") if isinstance(scores, dict) else None
+    return Completion(
+        choice["message"].get("content") or "",
+        choice.get("finish_reason"),
+        value.get("usage"),
+        content if isinstance(content, list) else None,
+    )
+
+
+def completion_problem(value: Any) -> str | None:
+    """What is wrong with a chat.completion's shape, or None when every field read has the right type."""
+    if not isinstance(value, dict):
+        return f"expected a JSON object, got {type(value).__name__}"
+    choices = value.get("choices")
+    if not isinstance(choices, list) or not choices:
+        return "no `choices`"
+    choice = choices[0]
+    if not isinstance(choice, dict) or not isinstance(choice.get("message"), dict):
+        return "the first choice has no `message` object"
+    content = choice["message"].get("content")
+    if content is not None and not isinstance(content, str):
+        return f"`message.content` is {type(content).__name__}, not a string"
+    finish = choice.get("finish_reason")
+    if not isinstance(finish, str):
+        return "no `finish_reason`: the answer was cut short"
+    usage = value.get("usage")
+    if usage is not None:
+        if not isinstance(usage, dict):
+            return f"`usage` is {type(usage).__name__}, not an object"
+        for name in ("prompt_tokens", "completion_tokens"):
+            if not isinstance(usage.get(name), int):
+                return f"`usage.{name}` is missing or not an integer"
+    return None
+
+
+def _error_in_body(value: dict[str, Any], *, model: str | None) -> APIError | None:
+    """An ``{"error": {...}}`` answer sent with status 200; a numeric ``code`` is read as a status."""
+    body = value.get("error")
+    code = body.get("code") if isinstance(body, dict) else None
+    if isinstance(code, str) and code.isdigit():
+        code = int(code)
+    if isinstance(code, int) and 400 <= code < 600:
+        return error_from_status(code, value, model=model)
+    return APIError(f"DeepInfra reported an error: {parse_error_body(value).message}", model=model)
+
+
+_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def env_proxy(url: str) -> tuple[str | None, aiohttp.BasicAuth | None]:
+    """The proxy for `url` from HTTPS_PROXY / HTTP_PROXY / ALL_PROXY and NO_PROXY, as the SDK transport reads
+    them; a loopback address (a local test server) is never proxied. ``~/.netrc`` is not read."""
+    parsed = urlparse(url)
+    host = parsed.hostname or ""
+    if host in _LOOPBACK:
+        return None, None
+    proxies = getproxies()
+    proxy = proxies.get(parsed.scheme) or proxies.get("all")
+    if not proxy or proxy_bypass(host):
+        return None, None
+    if "://" not in proxy:
+        proxy = "http://" + proxy
+    proxy_url = urlparse(proxy)
+    auth = None
+    if proxy_url.username is not None:
+        auth = aiohttp.BasicAuth(proxy_url.username, proxy_url.password or "")
+        proxy = proxy.replace(proxy_url.netloc, proxy_url.netloc.rpartition("@")[2], 1)
+    return proxy, auth
