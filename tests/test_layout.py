@@ -135,9 +135,12 @@ def _package_edges(module: str, *, load_time_only: bool) -> set[str]:
     """The package's modules that importing `module` loads directly, with the sub-packages on their way.
 
     ``from .x import y`` loads ``x``; ``from . import x`` loads the module ``x`` if there is one, else the
-    package itself. The root package is left out: every submodule import passes through it, and importing it
-    by name is the separate rule tested below.
+    package itself. Packages passed through on the way count too, except those holding `module` (they are
+    already loading when it runs; taking a name from one, as ``from . import name`` does, still counts). The
+    root package is left out: every submodule import passes through it, and importing it by name is the
+    separate rule tested below.
     """
+    own_packages = {module.rsplit(".", i)[0] for i in range(1, module.count(".") + 1)}
     edges = set()
     for name in _imported_names(module, load_time_only=load_time_only):
         if name in MODULES:
@@ -147,8 +150,8 @@ def _package_edges(module: str, *, load_time_only: bool) -> set[str]:
         else:
             continue
         parts = target.split(".")
-        for i in range(2, len(parts) + 1):
-            edges.add(".".join(parts[:i]))
+        edges.update(".".join(parts[:i]) for i in range(2, len(parts)) if ".".join(parts[:i]) not in own_packages)
+        edges.add(target)
     edges.discard(module)
     edges.discard(PACKAGE)
     return edges
