@@ -45,6 +45,7 @@ from .probabilities import enum_confidence as enum_confidence  # enum fields of 
 from .probabilities import option_probs as option_probs  # every select option's probability, from one call
 from .profile import PROFILES, ModelProfile, UnsupportedFeatureWarning, declare_profile
 from .transport.client import DEFAULT_BASE_URL, RetryPolicy
+from .transport.client import TransportObserver as TransportObserver  # watch usage, 429s and retry waits
 from .usage import ConstraintStats, DeepInfraUsage
 
 _guidance_models.DeepInfra = DeepInfra  # type: ignore[attr-defined]

@@ -57,6 +57,19 @@ def resolve_base_url(base_url: str | None) -> str:
     return base_url or os.environ.get("DEEPINFRA_BASE_URL") or DEFAULT_BASE_URL
 
 
+def _check_shared_transport(transport: Transport, **given: Any) -> None:
+    """Refuse transport settings given beside a shared `transport`: they are that transport's own."""
+    if not isinstance(transport, Transport):
+        raise ConfigurationError(f"transport must be a DeepInfra model's Transport, got {type(transport).__name__}")
+    defaults = {"timeout": 120.0, "stream_deadline": 900.0, "client_kwargs": {}}
+    clashing = sorted(name for name, value in given.items() if value != defaults.get(name))
+    if clashing:
+        raise ConfigurationError(
+            f"{', '.join(clashing)} cannot be given with a shared transport: they are the transport's own "
+            f"({transport!r})"
+        )
+
+
 class DeepInfra(Model):
     """A guidance model backed by a DeepInfra-hosted chat model.
 
@@ -88,6 +101,10 @@ class DeepInfra(Model):
         refusals. It belongs to this object alone; `declare_profile` declares one for the whole process.
     max_attempts:
         Default bound on attempts for client-checked constraints (JSON validation, regex, grammars).
+    transport:
+        The `Transport` of another model to share (its connection pool, retry policy, request counters and
+        observers) instead of building one; then the key, endpoint, timeouts, retries and client options are
+        the transport's own and cannot be given here.
     client_kwargs:
         Passed to ``openai.OpenAI`` (e.g. ``http_client``, ``default_headers``).
     """
@@ -110,24 +127,37 @@ class DeepInfra(Model):
         max_attempts: int = 3,
         retry: RetryPolicy | None = None,
         profiles: ProfileRegistry | None = None,
+        transport: Transport | None = None,
         **client_kwargs: Any,
     ) -> None:
         if not isinstance(model, str) or not model.strip():
             raise ConfigurationError(f"model must be a non-empty DeepInfra model name, got {model!r}")
         check_positive_int("max_attempts", max_attempts)
         check_positive_int("top_logprobs", top_logprobs)
-        key = resolve_api_key(api_key)
-        policy = retry or RetryPolicy()
-        if max_retries is not None and max_retries != policy.max_retries:
-            policy = dataclasses.replace(policy, max_retries=max_retries)  # never rewrite the caller's policy
-        transport = Transport(
-            api_key=key,
-            base_url=resolve_base_url(base_url),
-            timeout=timeout,
-            stream_deadline=stream_deadline,
-            retry=policy,
-            **client_kwargs,
-        )
+        if transport is None:
+            key = resolve_api_key(api_key)
+            policy = retry or RetryPolicy()
+            if max_retries is not None and max_retries != policy.max_retries:
+                policy = dataclasses.replace(policy, max_retries=max_retries)  # never rewrite the caller's policy
+            transport = Transport(
+                api_key=key,
+                base_url=resolve_base_url(base_url),
+                timeout=timeout,
+                stream_deadline=stream_deadline,
+                retry=policy,
+                **client_kwargs,
+            )
+        else:
+            _check_shared_transport(
+                transport,
+                api_key=api_key,
+                base_url=base_url,
+                max_retries=max_retries,
+                retry=retry,
+                timeout=timeout,
+                stream_deadline=stream_deadline,
+                client_kwargs=client_kwargs,
+            )
         if profile is not None and not isinstance(profile, ModelProfile):
             raise ConfigurationError(f"profile must be a ModelProfile, got {type(profile).__name__}")
         registry = profiles or PROFILES
@@ -149,6 +179,32 @@ class DeepInfra(Model):
 
     def __repr__(self) -> str:
         return f"DeepInfra(model={self.model_name!r})"
+
+    def fresh(self, *, echo: bool | None = None) -> DeepInfra:
+        """A new model object with this one's settings and an empty program.
+
+        It shares what belongs to the model rather than to one program: the transport (connections, retry
+        policy, counters, observers), the profiles learned from refusals and the `total_usage` ledger. It
+        keeps this object's settings (model name, request defaults, logprobs, attempts, own profile,
+        sampling parameters) and `echo` unless given. Unlike ``lm + ...``, it has no link to this object's
+        program or trace, so programs grown from it are freed as soon as they are dropped: what a batch
+        running one program per input (``extract(..., fast=False)``) needs.
+        """
+        interpreter = self._interpreter
+        model = DeepInfra(
+            self.model_name,
+            transport=self.transport,
+            profiles=interpreter.profiles,  # type: ignore[attr-defined]
+            profile=interpreter.own_profile,  # type: ignore[attr-defined]
+            request_defaults=interpreter.request_defaults,  # type: ignore[attr-defined]
+            logprobs=interpreter.logprobs,  # type: ignore[attr-defined]
+            top_logprobs=interpreter.top_k,  # type: ignore[attr-defined]
+            max_attempts=interpreter.max_attempts,  # type: ignore[attr-defined]
+            sampling_params=self.sampling_params.copy(),
+            echo=self.echo if echo is None else echo,
+        )
+        model._interpreter.ledger = interpreter.ledger  # type: ignore[attr-defined]  # one model's total_usage
+        return model
 
     @property
     def model_name(self) -> str:

@@ -311,12 +311,12 @@ def test_rooms_depend_downward() -> None:
     assert not upward, "imports pointing up the layers:\n" + "\n".join(sorted(upward))
 
 
-def _init_importers(skip: tuple[str, ...] = ()) -> list[str]:
+def _init_importers() -> list[str]:
     """Modules importing the package's `__init__` (``import guidance_deepinfra``, ``from .. import name``)."""
     public = set(guidance_deepinfra.__all__)
     offenders = set()
     for module in MODULES:
-        if module == PACKAGE or module in skip:
+        if module == PACKAGE:
             continue
         for name in _imported_names(module, load_time_only=False):
             if name == PACKAGE or (name.startswith(PACKAGE + ".") and name[len(PACKAGE) + 1 :] in public):
@@ -324,14 +324,8 @@ def _init_importers(skip: tuple[str, ...] = ()) -> list[str]:
     return sorted(offenders)
 
 
-@pytest.mark.xfail(strict=True, reason="extraction/program.py still imports guidance_deepinfra at run time")
 def test_no_module_imports_the_package_init() -> None:
     assert not _init_importers()
-
-
-def test_no_module_but_the_known_one_imports_the_package_init() -> None:
-    # The xfail above names one known offender; every other module must already keep the rule.
-    assert not _init_importers(skip=(f"{PACKAGE}.extraction.program",))
 
 
 def test_only_the_transport_reaches_the_network() -> None:

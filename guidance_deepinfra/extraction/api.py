@@ -125,7 +125,7 @@ def make_model(
     retry: RetryPolicy | None,
     model_options: dict[str, Any],
 ) -> DeepInfra:
-    """The base model: the one given, or a new one whose retry sleeps report 429s to the limiter."""
+    """The base model: the one given, or a new one with the batch's retry policy."""
     if isinstance(model, DeepInfra):
         if api_key or base_url or model_options:
             raise ConfigurationError("api_key, base_url and model options go to DeepInfra(...), not beside it")
@@ -190,11 +190,7 @@ async def arun_extraction(
     if fast:
         task = FastExtractor(base, parsed, connections=concurrency + 8, **options)  # type: ignore[arg-type]
     else:
-        extractor = Extractor(base, parsed, **options)  # type: ignore[arg-type]
-        if base is not model:
-            # Our own model (and RetryPolicy copy): let its backoff sleeps report 429s as they happen.
-            base.transport.retry.sleep = extractor.watch.sleeping(base.transport.retry.sleep)
-        task = _InThreads(extractor, threads=concurrency)
+        task = _InThreads(Extractor(base, parsed, **options), threads=concurrency)  # type: ignore[arg-type]
 
     def rate_limited() -> int:
         return base.transport.stats.rate_limited - rate_limited_before
@@ -246,6 +242,7 @@ async def arun_extraction(
                 await stack.enter_async_context(task)
             elif isinstance(task, _InThreads):
                 stack.callback(task.close)
+                stack.enter_context(task.extractor.observing())
             errors_log = RecordLog.open(errors, fresh=True)[0] if errors is not None else None
             if on_start is not None:
                 on_start({key for key, record in finished.items() if "result" in record})

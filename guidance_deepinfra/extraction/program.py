@@ -1,24 +1,23 @@
 """The per-input guidance program of `extract` and the metering around it.
 
 Each input runs ``system(instructions) -> user(text) -> assistant(json("result", schema))`` on a fresh
-copy of one base model. The model's transport is seen through `_MeteredTransport`, so the cost of every
-request an input made (failed attempts included) is known, and every 429 the transport met is reported to
-the `AdaptiveLimiter` as it happens. Errors are sorted into the engine's outcomes: transient ones are
-retried, per-input ones become error records, and the ones no input can fix stop the batch.
+copy (`DeepInfra.fresh`) of one base model. An `InputObserver` registered on the model's transport sees
+every answer's usage, so the cost of every request an input made (failed attempts included) is known, and
+every 429 it meets is reported to the `AdaptiveLimiter` as it happens. Errors are sorted into the engine's
+outcomes: transient ones are retried, per-input ones become error records, and the ones no input can fix
+stop the batch.
 """
 
 from __future__ import annotations
 
-import copy
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import pydantic
 from guidance import assistant, system, user
 from guidance._ast import LiteralNode
-from guidance.models import Model
 
 from ..bounds import limits
 from ..errors import (
@@ -37,9 +36,10 @@ from ..errors import (
 )
 from ..interpreter.base import DeepInfraBaseInterpreter
 from ..interpreter.logprobs import OptionProb
+from ..lowering.schema_json import json
 from ..model import DeepInfra
 from ..probabilities import option_probs
-from ..transport.client import Transport
+from ..transport.client import Transport, TransportObserver
 from ..usage import DeepInfraUsage
 from .engine import Done, Failed, Outcome, Retry
 from .inputs import Item
@@ -80,104 +80,37 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-def _json_builder() -> Callable[..., Any]:
-    """The package's json() when it exports one (its schema checks fit this backend), else guidance's."""
-    import guidance
+class InputObserver(TransportObserver):
+    """What the transport reports about the current input's requests, per worker thread.
 
-    import guidance_deepinfra
-
-    return getattr(guidance_deepinfra, "json", None) or guidance.json
-
-
-class _Meter:
-    """Usage of the current input's requests (thread-local), including attempts that failed."""
+    Registered on the model's transport for the batch: every answer's usage (failed attempts included) is
+    added to the input being measured on the thread that sent it, and every 429 is passed at once, before
+    the transport's backoff, to that input's congestion signal (one slot per 429, as on the fast path).
+    """
 
     def __init__(self) -> None:
         self._local = threading.local()
 
     @contextmanager
-    def measuring(self) -> Iterator[DeepInfraUsage]:
+    def measuring(self, on_rate_limited: Callable[[], None] | None = None) -> Iterator[DeepInfraUsage]:
+        """The usage of this thread's requests while the block runs; its 429s go to `on_rate_limited`."""
         usage = DeepInfraUsage()
-        self._local.usage = usage
+        self._local.usage, self._local.signal = usage, on_rate_limited
         try:
             yield usage
         finally:
-            self._local.usage = None
+            self._local.usage = self._local.signal = None
 
-    def add(self, chunk_usage: Any) -> None:
-        usage = getattr(self._local, "usage", None)
-        if usage is not None:
-            usage.add_chunk_usage(chunk_usage)
-            usage.calls += 1
+    def on_usage(self, usage: Any, *, model: str | None) -> None:
+        measured = getattr(self._local, "usage", None)
+        if measured is not None:
+            measured.add_chunk_usage(usage)
+            measured.calls += 1
 
-
-class _RateLimitWatch:
-    """Turns new 429s counted by the transport into congestion signals for the calling thread's input."""
-
-    def __init__(self, transport: Transport) -> None:
-        self.transport = transport
-        self.start = transport.stats.rate_limited
-        self._seen = self.start
-        self._lock = threading.Lock()
-        self._local = threading.local()
-
-    @property
-    def count(self) -> int:
-        return self.transport.stats.rate_limited - self.start
-
-    @contextmanager
-    def reporting_to(self, signal: Callable[[], None] | None) -> Iterator[None]:
-        """Send the 429s met by this thread's requests to `signal` while the block runs."""
-        self._local.signal = signal
-        try:
-            yield
-        finally:
-            self._local.signal = None
-
-    def check(self) -> None:
-        total = self.transport.stats.rate_limited
-        with self._lock:
-            new = max(0, total - self._seen)
-            self._seen = max(self._seen, total)
+    def on_rate_limit(self, retry_after: float | None, *, model: str | None) -> None:
         signal = getattr(self._local, "signal", None)
         if signal is not None:
-            for _ in range(new):
-                signal()  # one slot per 429, as on the fast path
-
-    def sleeping(self, sleep: Callable[[float], None]) -> Callable[[float], None]:
-        """Wrap the transport's backoff sleep so a 429 cuts the window before the wait, not after it."""
-
-        def hooked(seconds: float) -> None:
-            self.check()
-            sleep(seconds)
-
-        return hooked
-
-
-class _MeteredTransport:
-    """The model's transport seen through a meter: every chunk's usage and every 429 is noticed."""
-
-    def __init__(self, inner: Transport, meter: _Meter, watch: _RateLimitWatch) -> None:
-        self._inner = inner
-        self._meter = meter
-        self._watch = watch
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    @contextmanager
-    def stream_chat(self, body: dict[str, Any], *, model: str | None = None) -> Iterator[Iterator[Any]]:
-        try:
-            with self._inner.stream_chat(body, model=model) as chunks:
-                yield self._metered(chunks)
-        finally:
-            self._watch.check()
-
-    def _metered(self, chunks: Iterator[Any]) -> Iterator[Any]:
-        for chunk in chunks:
-            if getattr(chunk, "usage", None) is not None:
-                self._meter.add(chunk.usage)
-            yield chunk
+            signal()
 
 
 # --------------------------------------------------------------------------- the program
@@ -207,32 +140,23 @@ class Extractor:
         self.confidence = confidence
         self.max_tokens = max_tokens
         self.temperature = temperature
-        self.meter = _Meter()
-        self.transport: Transport = base.transport
-        self.watch = _RateLimitWatch(self.transport)
-        interpreter = copy.deepcopy(base._interpreter)
-        interpreter.transport = _MeteredTransport(self.transport, self.meter, self.watch)  # type: ignore[attr-defined]
-        asking_logprobs(interpreter, confidence)  # type: ignore[arg-type]
-        self._interpreter = interpreter
-        self._sampling_params = base.sampling_params
         # Built once: a schema json() refuses fails here, before any request, and the node (immutable) is
         # shared by every input instead of being rebuilt and re-checked per input.
         self._answer = answer_node(schema, max_tokens=max_tokens, temperature=temperature)
+        # This batch's own settings (logprobs only for confidence) on the model's transport and profiles.
+        self._base = base.fresh(echo=False)
+        asking_logprobs(self._base._interpreter, confidence)  # type: ignore[arg-type]
+        self.transport: Transport = base.transport
+        self.observer = InputObserver()
 
-    def _fresh_model(self) -> DeepInfra:
-        # A model with no trace parent, so finished programs are freed instead of hanging off one base model.
-        lm = DeepInfra.__new__(DeepInfra)
-        Model.__init__(
-            lm,
-            interpreter=copy.deepcopy(self._interpreter),
-            sampling_params=self._sampling_params,
-            echo=False,
-        )
-        return lm
+    def observing(self) -> AbstractContextManager[TransportObserver]:
+        """The block in which inputs are metered: `observer` is registered on the model's transport."""
+        return self.transport.observing(self.observer)
 
     def program(self, text: str) -> Any:
         """The guidance program: instructions, the input, a JSON answer for the schema; returns the state."""
-        lm = self._fresh_model()
+        # A model with no trace parent, so finished programs are freed instead of hanging off one base model.
+        lm = self._base.fresh()
         if self.instructions:
             with system():
                 lm += LiteralNode(self.instructions)
@@ -243,11 +167,7 @@ class Extractor:
         return lm
 
     def __call__(self, item: Item, on_rate_limited: Callable[[], None] | None = None) -> Outcome:
-        with (
-            self.meter.measuring() as usage,
-            limits(max_attempts=self.max_attempts),
-            self.watch.reporting_to(on_rate_limited),
-        ):
+        with self.observer.measuring(on_rate_limited) as usage, limits(max_attempts=self.max_attempts):
             try:
                 lm = self.program(item.text)
             except BaseException as exc:  # noqa: BLE001 - sorted (or re-raised) by outcome_of_error
@@ -259,7 +179,7 @@ class Extractor:
 def answer_node(schema: Schema, *, max_tokens: int | None, temperature: float | None) -> Any:
     """The ``json("result", schema)`` node of the extraction program (a schema json() refuses fails here)."""
     try:
-        return _json_builder()("result", schema=schema.original, max_tokens=max_tokens, temperature=temperature)
+        return json("result", schema=schema.json_schema, max_tokens=max_tokens, temperature=temperature)
     except InvalidProgramError:
         raise
     except (ValueError, TypeError) as exc:

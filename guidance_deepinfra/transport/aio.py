@@ -31,6 +31,7 @@ from ..errors import APIError, ProtocolError, RateLimitError, redact
 from .client import (
     BODY_READ_LIMIT,
     CallStats,
+    Observers,
     RetryPolicy,
     Transport,
     check_api_key,
@@ -76,6 +77,7 @@ class AsyncTransport:
         timeout: float | None = 120.0,
         retry: RetryPolicy | None = None,
         stats: CallStats | None = None,
+        observers: Observers | None = None,
         connections: int = 256,
     ) -> None:
         url = urlparse(check_base_url(base_url))
@@ -93,6 +95,8 @@ class AsyncTransport:
         }
         self.retry = retry or RetryPolicy()
         self.stats = stats or CallStats()
+        #: Told about usage, 429s and retry waits: the model transport's own observers when built from it.
+        self.observers = observers if observers is not None else Observers()
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._connections = connections
         self._session: aiohttp.ClientSession | None = None
@@ -100,13 +104,15 @@ class AsyncTransport:
     @classmethod
     def beside(cls, transport: Transport, *, connections: int = 256) -> AsyncTransport:
         """An async transport to the same endpoint with the same key, timeout, retry policy and counters as
-        the model's streaming `transport`, so a batch's requests count where the model's do."""
+        the model's streaming `transport`, so a batch's requests count where the model's do and its observers
+        see them."""
         return cls(
             api_key=transport._client.api_key,
             base_url=str(transport._client.base_url),
             timeout=transport.timeout,
             retry=transport.retry,
             stats=transport.stats,
+            observers=transport.observers,
             connections=connections,
         )
 
@@ -148,11 +154,12 @@ class AsyncTransport:
             self.stats.requests += 1
             error: APIError | None = None
             try:
-                return await self._post(data, model=model)
+                answer = await self._post(data, model=model)
             except _Retryable as failed:
                 error, retry_after = failed.error, failed.retry_after
                 if isinstance(error, RateLimitError):
                     self.stats.rate_limited += 1
+                    self.observers.rate_limit(retry_after, model)
                     if on_rate_limited is not None:
                         on_rate_limited()
                 delay = retry_wait(self.retry, attempt, error, retry_after)
@@ -170,6 +177,10 @@ class AsyncTransport:
                     raise connection_error(self.base_url, attempt + 1, type(exc).__name__, model) from None
             except aiohttp.ClientError as exc:  # an answer that is not HTTP aiohttp can read
                 raise ProtocolError(f"unreadable answer: {type(exc).__name__}", model=model) from None
+            else:
+                if answer.usage is not None and self.observers:
+                    self.observers.usage(answer.usage, model)
+                return answer
             logger.info(
                 "DeepInfra request failed (%s); retry %d/%d in %.2fs",
                 error or "timeout/connection",
@@ -178,6 +189,7 @@ class AsyncTransport:
                 delay,
             )
             self.stats.retries += 1
+            self.observers.retry_wait(delay, error, model)
             await (wait or self.sleep)(delay)
             attempt += 1
 

@@ -72,6 +72,71 @@ class RetryPolicy:
         return ceiling / 2 + self.rng.uniform(0, ceiling / 2)
 
 
+class TransportObserver:
+    """Watches the requests of a model's transport: override the methods you need (the defaults do nothing).
+
+    Register one with ``lm.transport.add_observer(observer)`` (or for a block, ``with
+    lm.transport.observing(observer):``). It sees every request sent for that model object and every copy of
+    it: streamed ones, and those of `extract`'s fast path, which uses the model's transport settings. Each
+    method runs on the thread (or in the asyncio task) that sent the request, as the event happens, so it
+    should be quick; what it raises reaches the caller of the request. `extract` meters each input's cost
+    and narrows its window of requests in flight on a 429 this way.
+    """
+
+    def on_usage(self, usage: Any, *, model: str | None) -> None:
+        """One answer's usage as DeepInfra sent it: the SDK's usage object while streaming, a dict on the
+        fast path (`DeepInfraUsage.add_chunk_usage` reads both; ``estimated_cost`` is among its fields)."""
+
+    def on_rate_limit(self, retry_after: float | None, *, model: str | None) -> None:
+        """A 429 answer (every one, also the last before giving up), before any wait; `retry_after` is the
+        server's Retry-After in seconds when it sent one."""
+
+    def on_retry_wait(self, seconds: float, error: APIError | None, *, model: str | None) -> None:
+        """The transport is about to wait `seconds` before retrying; `error` is the typed error of the failed
+        attempt, None for a timeout or a dropped connection."""
+
+
+class Observers:
+    """The observers of one transport, shared with every transport built from it (see `TransportObserver`).
+
+    The list is replaced, never changed in place, so requests in flight on other threads read it without a
+    lock while observers come and go.
+    """
+
+    def __init__(self) -> None:
+        self._observers: tuple[TransportObserver, ...] = ()
+        self._lock = threading.Lock()
+
+    def __bool__(self) -> bool:
+        return bool(self._observers)
+
+    def __iter__(self) -> Iterator[TransportObserver]:
+        return iter(self._observers)
+
+    def add(self, observer: TransportObserver) -> None:
+        if not isinstance(observer, TransportObserver):
+            raise ConfigurationError(f"an observer must be a TransportObserver, not {type(observer).__name__}")
+        with self._lock:
+            self._observers = (*self._observers, observer)
+
+    def remove(self, observer: TransportObserver) -> None:
+        """Stop notifying `observer` (nothing happens if it was not registered)."""
+        with self._lock:
+            self._observers = tuple(o for o in self._observers if o is not observer)
+
+    def usage(self, usage: Any, model: str | None) -> None:
+        for observer in self._observers:
+            observer.on_usage(usage, model=model)
+
+    def rate_limit(self, retry_after: float | None, model: str | None) -> None:
+        for observer in self._observers:
+            observer.on_rate_limit(retry_after, model=model)
+
+    def retry_wait(self, seconds: float, error: APIError | None, model: str | None) -> None:
+        for observer in self._observers:
+            observer.on_retry_wait(seconds, error, model=model)
+
+
 @dataclass
 class CallStats:
     """Counters the transport keeps for every call; read by usage reports and benchmarks."""
@@ -337,6 +402,8 @@ class Transport:
                 f"stream_deadline must be a positive number of seconds or None, got {stream_deadline!r}"
             )
         self.stats = CallStats()
+        #: Who is told about usage, 429s and retry waits (see `TransportObserver`).
+        self.observers = Observers()
         self._lock = threading.Lock()
         #: The bounds given (the extraction fast path applies the same ones).
         self.timeout = timeout
@@ -359,6 +426,23 @@ class Transport:
     def _body_start(self, response: Any) -> str:
         return _body_start(response, self.timeout)
 
+    def add_observer(self, observer: TransportObserver) -> None:
+        """Tell `observer` about every request of this transport from now on (see `TransportObserver`)."""
+        self.observers.add(observer)
+
+    def remove_observer(self, observer: TransportObserver) -> None:
+        """Stop telling `observer` (nothing happens if it was not registered)."""
+        self.observers.remove(observer)
+
+    @contextmanager
+    def observing(self, observer: TransportObserver) -> Iterator[TransportObserver]:
+        """`observer` registered while the block runs."""
+        self.add_observer(observer)
+        try:
+            yield observer
+        finally:
+            self.remove_observer(observer)
+
     def _count(self, **increments: int) -> None:
         with self._lock:
             for name, inc in increments.items():
@@ -375,8 +459,9 @@ class Transport:
             stream = self._open(body, model=model)
         except DeepInfraError as exc:
             raise _detached(exc)  # noqa: B904 - re-raising the same error, minus the SDK's exception behind it
+        chunks = _detached_errors(_checked_chunks(stream, model=model, deadline=self.stream_deadline))
         try:
-            yield _detached_errors(_checked_chunks(stream, model=model, deadline=self.stream_deadline))
+            yield _observed(chunks, self.observers, model) if self.observers else chunks
         finally:
             stream.close()
 
@@ -405,6 +490,7 @@ class Transport:
                 retry_after = parse_retry_after(exc.response.headers.get("retry-after"))
                 if isinstance(error, RateLimitError):
                     self._count(rate_limited=1)
+                    self.observers.rate_limit(retry_after, model)
                 wait = retry_wait(self.retry, attempt, error, retry_after)
                 if wait is None:
                     raise error from None
@@ -427,8 +513,19 @@ class Transport:
                 wait,
             )
             self._count(retries=1)
+            self.observers.retry_wait(wait, error, model)
             self.retry.sleep(wait)
             attempt += 1
+
+
+def _observed(
+    chunks: Iterator[ChatCompletionChunk], observers: Observers, model: str | None
+) -> Iterator[ChatCompletionChunk]:
+    """Pass chunks on, telling the observers about each usage object before its chunk goes on."""
+    for chunk in chunks:
+        if chunk.usage is not None:
+            observers.usage(chunk.usage, model)
+        yield chunk
 
 
 def _detached(error: DeepInfraError) -> DeepInfraError:
