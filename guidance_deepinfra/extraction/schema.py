@@ -17,42 +17,44 @@ from typing import Any
 import pydantic
 
 from ..errors import ConfigurationError, DeepInfraError, InvalidProgramError
-from ..lowering.schema import prepare
+from ..lowering.schema import prepare, schema_from_user, schema_label
 
 
 class Schema:
-    """The user's schema: what json() receives, how an answer becomes a value, and how it is stored."""
+    """The user's schema: what json() receives, how an answer becomes a value, and how it is stored.
+
+    The schema itself is normalised by `schema_from_user` and checked by `prepare`, exactly as json() does
+    (same drafts, $refs and formats); what extraction adds is the value type (a pydantic model or a
+    TypeAdapter builds the results) and the refusal of "no schema", which json() allows.
+    """
 
     def __init__(self, schema: Any) -> None:
         self.original = schema
         self.model: type[pydantic.BaseModel] | None = None
         self.adapter: pydantic.TypeAdapter[Any] | None = None
+        if schema is None or isinstance(schema, bool):
+            raise InvalidProgramError(
+                f"schema must be a pydantic model class, a TypeAdapter or a JSON schema, got {schema!r}"
+            )
+        if isinstance(schema, type) and issubclass(schema, pydantic.BaseModel):
+            self.model = schema
+        elif isinstance(schema, pydantic.TypeAdapter):
+            self.adapter = schema
         try:
-            if isinstance(schema, type) and issubclass(schema, pydantic.BaseModel):
-                self.model = schema
-                self.json_schema = schema.model_json_schema()
-            elif isinstance(schema, pydantic.TypeAdapter):
-                self.adapter = schema
-                self.json_schema = schema.json_schema()
-            elif isinstance(schema, str):
-                self.json_schema = _schema_text(schema)
-                self.original = self.json_schema
-            elif isinstance(schema, dict):
-                self.json_schema = schema
-            else:
-                raise InvalidProgramError(
-                    f"schema must be a pydantic model class, a TypeAdapter or a JSON schema, got {schema!r:.100}"
-                )
-            # Checked and validated exactly as json() does (same drafts, $refs and formats).
-            self._validator = prepare(self.json_schema).validator
+            json_schema = schema_from_user(schema) or {}  # never None: no schema was refused above
+            #: The JSON schema json() receives (built once: a pydantic type is not converted per input).
+            self.json_schema: dict[str, Any] = json_schema
+            self._validator = prepare(json_schema).validator
         except DeepInfraError:
             raise
         except RecursionError:
-            raise InvalidProgramError(f"the schema {_name(schema)} is nested too deeply to be checked") from None
+            raise InvalidProgramError(f"the schema {schema_label(schema)} is nested too deeply to be checked") from None
         except Exception as exc:  # noqa: BLE001 - pydantic's own errors (a field type without a JSON schema...)
             raise InvalidProgramError(
-                f"the schema {_name(schema)} has no usable JSON schema: {type(exc).__name__}: {_first_line(exc)}"
+                f"the schema {schema_label(schema)} has no usable JSON schema: {type(exc).__name__}: {_first_line(exc)}"
             ) from None
+        if isinstance(schema, str):
+            self.original = json_schema
 
     def parse(self, text: str, *, checked: bool = False) -> Any:
         """The validated value of an answer (raises ValueError/ValidationError when it does not fit).
@@ -85,30 +87,9 @@ class Schema:
         return self.parse(jsonlib.dumps(stored))
 
 
-def _name(schema: Any) -> str:
-    """How a message names the user's schema: a class by its qualified name, a JSON schema as such."""
-    if isinstance(schema, type):
-        return f"{schema.__module__}.{schema.__qualname__}"
-    if isinstance(schema, (dict, str)):
-        return "(a JSON schema)"
-    return type(schema).__name__
-
-
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return (text.splitlines() or [""])[0][:300]
-
-
-def _schema_text(text: str, *, where: str = "schema text") -> dict[str, Any]:
-    try:
-        value = jsonlib.loads(text)
-    except RecursionError:
-        raise InvalidProgramError(f"{where} is nested too deeply to be read") from None
-    except ValueError as exc:
-        raise InvalidProgramError(f"{where} is not JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise InvalidProgramError(f"{where}: a JSON schema must be a JSON object")
-    return value
 
 
 def load_schema(spec: str) -> Any:
@@ -121,7 +102,7 @@ def load_schema(spec: str) -> Any:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigurationError(f"cannot read schema file {spec!r}: {exc}") from None
-        return _schema_text(text, where=f"schema file {spec!r}")
+        return schema_from_user(text, where=f"schema file {spec!r}")
     module_name, sep, attribute = spec.rpartition(":")
     if not sep or not module_name or not attribute:
         raise ConfigurationError(f"--schema must be a .json file or module:Class, got {spec!r}")

@@ -87,8 +87,9 @@ class PreparedSchema:
         return [f"at {_path(e.absolute_path)}: {e.message}" for e in found]
 
 
-def schema_from_user(schema: Any) -> dict[str, Any] | None:
-    """The JSON Schema dict for what users pass to json(): None, bool, dict, JSON text or pydantic types."""
+def schema_from_user(schema: Any, *, where: str = "the JSON schema text") -> dict[str, Any] | None:
+    """The JSON Schema dict for what users pass to json() or `extract`: None, bool, dict, JSON text or
+    pydantic types. The one place a user's schema is normalised; `where` names JSON text in messages."""
     if schema is None:
         return None
     if schema is True:
@@ -99,17 +100,43 @@ def schema_from_user(schema: Any) -> dict[str, Any] | None:
     if is_model or isinstance(schema, pydantic.TypeAdapter):
         from guidance.library._pydantic import pydantic_to_json_schema
 
-        return pydantic_to_json_schema(schema)
-    if isinstance(schema, str):
         try:
-            schema = json.loads(schema)
-        except ValueError as exc:
-            raise InvalidProgramError(f"the JSON schema text is not valid JSON: {exc}") from None
+            return pydantic_to_json_schema(schema)
+        except RecursionError:
+            raise InvalidProgramError(f"the schema {schema_label(schema)} is nested too deeply to be checked") from None
+        except Exception as exc:  # noqa: BLE001 - pydantic's own errors (a field type without a JSON schema...)
+            first_line = (str(exc).strip().splitlines() or [""])[0][:300]
+            raise InvalidProgramError(
+                f"the schema {schema_label(schema)} has no usable JSON schema: {type(exc).__name__}: {first_line}"
+            ) from None
+    if isinstance(schema, str):
+        schema = _schema_text(schema, where)
     if isinstance(schema, Mapping):
         return dict(schema)
     raise InvalidProgramError(
         f"a JSON schema must be a dict, JSON text, a pydantic model or a TypeAdapter, not {type(schema).__name__}"
     )
+
+
+def schema_label(schema: Any) -> str:
+    """How a message names the user's schema: a class by its qualified name, a JSON schema as such."""
+    if isinstance(schema, type):
+        return f"{schema.__module__}.{schema.__qualname__}"
+    if isinstance(schema, (dict, str)):
+        return "(a JSON schema)"
+    return type(schema).__name__
+
+
+def _schema_text(text: str, where: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise InvalidProgramError(f"{where} is nested too deeply to be read") from None
+    except ValueError as exc:
+        raise InvalidProgramError(f"{where} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise InvalidProgramError(f"{where}: a JSON schema must be a JSON object, not {type(value).__name__}")
+    return value
 
 
 _PREPARED: dict[tuple[str, str], PreparedSchema] = {}
