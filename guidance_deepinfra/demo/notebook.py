@@ -25,21 +25,20 @@ import json
 import os
 import shlex
 import sys
-from contextlib import ExitStack
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..model import API_KEY_VARIABLES, DEFAULT_MODEL, DeepInfra, resolve_base_url
+from ..model import API_KEY_VARIABLES, DEFAULT_MODEL, DeepInfra
 from ..profile import ProfileRegistry
-from ..transport.client import DEFAULT_BASE_URL
-from . import REPLAY_KEY, _rewrite_to_deepinfra, make_vcr
+from . import modes as _modes
 from . import provenance as _provenance
+from .modes import MODES
 
 MODE_VARIABLE = "GUIDANCE_DEEPINFRA_NOTEBOOK_MODE"
 #: Set to 1 to let ``record`` replace a synthesized cassette (or ``synthesize`` a live one).
 OVERWRITE_VARIABLE = "GUIDANCE_DEEPINFRA_OVERWRITE_PROVENANCE"
-MODES = ("live", "replay", "record", "synthesize")
 FINISH_MARKER = "guidance-deepinfra-notebook-finish:"
 SCRIPTED_REPLIES = "notebooks/_replies.py"
 LIVE_NOTE = "Live: answers come from DeepInfra now; costs shown are DeepInfra's own usage.estimated_cost."
@@ -51,7 +50,7 @@ def project_root() -> Path:
     for folder in (Path.cwd(), *Path.cwd().parents):
         if (folder / "cassettes").is_dir() and (folder / "notebooks").is_dir():
             return folder
-    return Path(__file__).resolve().parent.parent
+    return Path(__file__).resolve().parents[2]
 
 
 def cassette_dir() -> Path:
@@ -66,7 +65,7 @@ def current_mode() -> str:
         if forced not in MODES:
             raise ValueError(f"{MODE_VARIABLE}={forced!r}; expected one of {MODES}")
         return forced
-    return "live" if any(os.environ.get(v) for v in API_KEY_VARIABLES) else "replay"
+    return _modes.default_mode()
 
 
 @dataclass
@@ -75,27 +74,14 @@ class _Session:
 
     name: str
     mode: str
+    wiring: _modes.Wiring
     stack: ExitStack = field(default_factory=ExitStack)
-    cassette: Any = None
-    fake: Any = None
-    scripted: int | None = None  # replies scripted as a list: every one must be used, and no more
-    provenance: dict[str, Any] | None = None  # the entry written when the cassette is (re)written
-    base_url: str = DEFAULT_BASE_URL
 
     def close(self) -> dict[str, Any]:
-        played = self.cassette.play_count if self.cassette is not None else 0
-        recorded = len(self.cassette.data) if self.cassette is not None else 0
-        sent = len(self.fake.requests) if self.fake is not None else 0
-        self.stack.close()  # writes the cassette when recording
-        if self.scripted is not None and sent != self.scripted:
-            raise RuntimeError(f"{self.name}: {self.scripted} replies scripted but {sent} requests sent")
-        path = cassette_dir() / f"{self.name}.yaml"
-        if self.fake is not None:
-            _rewrite_to_deepinfra(path, self.fake.base_url)
-        elif self.mode == "record":
-            _rewrite_to_deepinfra(path, self.base_url)
-        if self.provenance is not None:
-            _provenance.write(cassette_dir(), self.name, self.provenance)
+        cassette = self.wiring.cassette
+        played = cassette.play_count if cassette is not None else 0
+        recorded = len(cassette.data) if cassette is not None else 0
+        self.stack.close()  # writes the cassette and its provenance entry when recording or synthesizing
         return {"name": self.name, "mode": self.mode, "recorded": recorded, "played": played}
 
 
@@ -141,50 +127,36 @@ def connect(name: str, model: str = DEFAULT_MODEL, **kwargs: Any) -> DeepInfra:
     """
     kwargs.setdefault("echo", False)
     mode = current_mode()
+    overwrite = os.environ.get(OVERWRITE_VARIABLE) == "1"
+
+    def wired() -> AbstractContextManager[_modes.Wiring]:
+        return _modes.wired_model(
+            mode,
+            model=model,
+            cassette=cassette_dir() / f"{name}.yaml",
+            replies=scripted_replies(name) if mode == "synthesize" else None,
+            scripts=SCRIPTED_REPLIES,
+            missing_hint="set DEEPINFRA_API_KEY to run live",
+            overwrite_provenance=overwrite,
+            **kwargs,
+        )
+
     if mode == "live":
         print(LIVE_NOTE)
-        return DeepInfra(model, **kwargs)
+        with wired() as live:  # nothing is held open live
+            return live.model
     if name in _SESSIONS:
         _SESSIONS.pop(name).close()
-    path = cassette_dir() / f"{name}.yaml"
-    session = _Session(name, mode)
     if mode in ("record", "synthesize"):
-        new_source = _provenance.LIVE if mode == "record" else _provenance.SYNTHESIZED
-        allowed = os.environ.get(OVERWRITE_VARIABLE) == "1"
-        _provenance.check_replaceable(cassette_dir(), [name], new_source, allowed=allowed)
-        session.provenance = (
-            _provenance.live_entry(model)
-            if mode == "record"
-            else _provenance.synthesized_entry(model, SCRIPTED_REPLIES)
-        )
-        print(provenance_note(name, session.provenance))
+        _modes.check_provenance(mode, cassette_dir(), [name], overwrite=overwrite)
+        print(provenance_note(name, _modes.new_provenance(mode, model, SCRIPTED_REPLIES)))
     else:
         print(provenance_note(name, _provenance.read(cassette_dir()).get(name)))
     kwargs.setdefault("profiles", ProfileRegistry())  # capabilities learned in one notebook stay in it
-    if mode == "replay":
-        if not path.exists():
-            raise FileNotFoundError(f"no cassette {path}; set DEEPINFRA_API_KEY to run live")
-        session.cassette = session.stack.enter_context(make_vcr("none").use_cassette(str(path)))
-        lm = DeepInfra(model, api_key=REPLAY_KEY, base_url=DEFAULT_BASE_URL, max_retries=0, **kwargs)
-    elif mode == "record":
-        session.base_url = resolve_base_url(None)
-        path.unlink(missing_ok=True)
-        session.cassette = session.stack.enter_context(make_vcr("all").use_cassette(str(path)))
-        lm = DeepInfra(model, base_url=session.base_url, **kwargs)
-    else:
-        from ..testing.fake_server import FakeDeepInfra
-
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.unlink(missing_ok=True)
-        replies = scripted_replies(name)
-        fake = session.fake = session.stack.enter_context(FakeDeepInfra(replies if callable(replies) else None))
-        if not callable(replies):
-            session.scripted = len(replies)
-            fake.push(*replies)
-        session.cassette = session.stack.enter_context(make_vcr("all").use_cassette(str(path)))
-        lm = DeepInfra(model, api_key=REPLAY_KEY, base_url=fake.base_url, **kwargs)
-    _SESSIONS[name] = session
-    return lm
+    stack = ExitStack()
+    opened = stack.enter_context(wired())
+    _SESSIONS[name] = _Session(name, mode, opened, stack)
+    return opened.model
 
 
 def command(line: str) -> int:
@@ -201,13 +173,10 @@ def command(line: str) -> int:
         raise RuntimeError("call connect(name) once before command(), so its requests go to that cassette")
     overrides: dict[str, str] = {}
     for session in _SESSIONS.values():
-        if session.mode in ("replay", "synthesize"):
-            overrides = {
-                "DEEPINFRA_API_KEY": REPLAY_KEY,
-                "DEEPINFRA_BASE_URL": session.fake.base_url if session.fake else DEFAULT_BASE_URL,
-            }
-        elif session.mode == "record":
-            overrides = {"DEEPINFRA_BASE_URL": session.base_url}
+        if session.mode != "live":
+            overrides = {"DEEPINFRA_BASE_URL": session.wiring.base_url}
+            if session.wiring.offline_key is not None:
+                overrides["DEEPINFRA_API_KEY"] = session.wiring.offline_key
     saved = {key: os.environ.get(key) for key in overrides}
     os.environ.update(overrides)
     try:

@@ -1,4 +1,4 @@
-"""Demo scenarios (and cassettes) for grammar constraints; see demo.py."""
+"""Demo scenarios (and cassettes) for grammar constraints; the demo reads `SCENARIOS` (see demo/__init__.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ from guidance import assistant, gen, lark, system, user
 
 from ..model import DeepInfra
 from ..testing.fake_server import Reply
-from . import scenario
+from .scenario import ScenarioSet
+
+SCENARIOS = ScenarioSet()
+scenario = SCENARIOS.scenario
 
 ARITHMETIC = r"""
 start: expr

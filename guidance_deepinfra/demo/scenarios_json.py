@@ -1,4 +1,4 @@
-"""Demo scenarios (and cassettes) for json constraints; see demo.py."""
+"""Demo scenarios (and cassettes) for json constraints; the demo reads `SCENARIOS` (see demo/__init__.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,10 @@ from guidance import json as guidance_json
 
 from ..model import DeepInfra
 from ..testing.fake_server import Reply
-from . import scenario
+from .scenario import ScenarioSet
+
+SCENARIOS = ScenarioSet()
+scenario = SCENARIOS.scenario
 
 
 class Book(pydantic.BaseModel):
