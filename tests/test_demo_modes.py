@@ -70,6 +70,17 @@ def test_synthesize_writes_a_cassette_that_replay_serves_matching_on_the_json_bo
         run("replay", tmp_path / "missing.yaml")
 
 
+def test_an_unknown_mode_is_a_configuration_error_for_both_front_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(ConfigurationError, match="unknown mode 'offline'"):
+        run("offline", tmp_path / "capital.yaml")
+    monkeypatch.setenv(notebook.MODE_VARIABLE, "offline")
+    with pytest.raises(ConfigurationError, match="expected one of"):
+        notebook.connect("capital", MODEL)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_every_scripted_reply_must_be_used_by_the_demo_too(tmp_path: Path) -> None:
     extra = [*REPLIES, Reply.text("unused")]
     with pytest.raises(RuntimeError, match="2 replies scripted but 1 requests sent"):

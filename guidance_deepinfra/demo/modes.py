@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigurationError
 from ..model import API_KEY_VARIABLES, DeepInfra, resolve_base_url
 from ..testing.fake_server import FakeDeepInfra
 from ..transport.client import DEFAULT_BASE_URL
@@ -127,7 +128,7 @@ def wired_model(
     cassette gets DeepInfra's address and its provenance entry; `model_kwargs` go to `DeepInfra`.
     """
     if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}")
+        raise ConfigurationError(f"unknown mode {mode!r}; expected one of {MODES}")
     if mode == "live":
         yield Wiring(mode, DeepInfra(model, **model_kwargs), resolve_base_url(model_kwargs.get("base_url")))
         return

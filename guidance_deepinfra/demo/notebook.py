@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigurationError
 from ..model import API_KEY_VARIABLES, DEFAULT_MODEL, DeepInfra
 from ..profile import ProfileRegistry
 from . import modes as _modes
@@ -63,7 +64,7 @@ def current_mode() -> str:
     forced = os.environ.get(MODE_VARIABLE)
     if forced:
         if forced not in MODES:
-            raise ValueError(f"{MODE_VARIABLE}={forced!r}; expected one of {MODES}")
+            raise ConfigurationError(f"{MODE_VARIABLE}={forced!r}; expected one of {MODES}")
         return forced
     return _modes.default_mode()
 
