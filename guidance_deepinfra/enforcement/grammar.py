@@ -48,7 +48,8 @@ class GrammarMixin(DeepInfraBaseInterpreter):
             options=self.grammar_options,
             sampling_params=kwargs.get("sampling_params"),
         )
-        yield from self._write(ladder.run())
+        followed = yield from ladder.run()
+        yield from self._write(followed)
 
     def _write(self, followed: Followed) -> Iterator[OutputAttr]:
         """Write the local run's text and captures into the program."""

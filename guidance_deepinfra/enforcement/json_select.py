@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +28,7 @@ from guidance._ast import JsonNode, LiteralNode, RuleNode, SelectNode
 from guidance.trace import Backtrack, OutputAttr, TextOutput
 
 from ..bounds import current_limits
-from ..errors import InvalidProgramError, UnsupportedFeatureError
+from ..errors import InvalidProgramError
 from ..interpreter.base import DeepInfraBaseInterpreter
 from ..interpreter.logprobs import (
     OptionProb,
@@ -41,9 +41,17 @@ from ..interpreter.logprobs import (
 from ..lowering import prompts
 from ..lowering.schema import PreparedSchema, parse_and_check, prepare
 from ..profile import JsonMode
-from .attempts import MAX_CONTINUATIONS, AttemptPlan, Outcome, json_request, next_continuation
-
-_Outcome = Outcome
+from .attempts import (
+    MAX_CONTINUATIONS,
+    AttemptLoop,
+    CheckedAnswer,
+    JsonAttempts,
+    RequestFor,
+    json_kind,
+    json_request,
+    next_continuation,
+    run_attempts,
+)
 
 
 @dataclass
@@ -78,7 +86,7 @@ class JsonSelectMixin(DeepInfraBaseInterpreter):
         if len(options) == 1:  # nothing to choose: no request, as guidance does locally
             self.state.usage.constraint("select").satisfied += 1
             forced = 0.0 if self.logprobs else None  # forced text has probability 1
-            yield from self._accept(spec, _Outcome(options[0], options[0], [], log_prob=forced))
+            yield from self._accept(spec, CheckedAnswer(options[0], options[0], [], log_prob=forced))
             return
         self._check_can_generate()
         enum_schema = {"type": "string", "enum": list(options)}
@@ -93,7 +101,7 @@ class JsonSelectMixin(DeepInfraBaseInterpreter):
                 return {"type": "json_object"}, prompts.select_instruction(options, wrapped=True)
             return None, prompts.select_instruction(options, wrapped=False)
 
-        def attempt(body: dict[str, Any], mode: JsonMode) -> Generator[OutputAttr, None, _Outcome]:
+        def attempt(body: dict[str, Any], mode: JsonMode) -> Generator[OutputAttr, None, CheckedAnswer]:
             yield from ()  # not streamed: the program gets the decoded option, not the JSON string
             result = self.collect(body)
             choice = _decode_choice(result.text, options)
@@ -104,12 +112,12 @@ class JsonSelectMixin(DeepInfraBaseInterpreter):
                 scores = None
                 if distribution is not None:
                     scores = OptionScores(choice, distribution, lead.endswith('"'), request=body, lead=lead)
-                return _Outcome(result.text, choice, [], log_prob=log_prob, scores=scores)
+                return CheckedAnswer(result.text, choice, [], log_prob=log_prob, scores=scores)
             if result.finish_reason == "length":
                 reason = f"cut off after {max_tokens} tokens (finish_reason: length)"
             else:
                 reason = f"{result.text.strip()[:200]!r} is not one of {list(options)}"
-            return _Outcome(result.text, None, [reason])
+            return CheckedAnswer(result.text, None, [reason])
 
         yield from self._run_attempts(
             spec,
@@ -131,12 +139,12 @@ class JsonSelectMixin(DeepInfraBaseInterpreter):
         self._check_can_generate()
         user_schema = spec.json_node.schema
 
-        def attempt(body: dict[str, Any], mode: JsonMode) -> Generator[OutputAttr, None, _Outcome]:
+        def attempt(body: dict[str, Any], mode: JsonMode) -> Generator[OutputAttr, None, CheckedAnswer]:
             return (yield from self._stream_json_attempt(body, prepared, spec.max_tokens))
 
         yield from self._run_attempts(
             spec,
-            kind_for=lambda mode: "json_prompt" if mode == "prompt" else mode,
+            kind_for=json_kind,
             has_schema=prepared.user_given,
             request=json_request(prepared, user_schema),
             attempt=attempt,
@@ -148,7 +156,7 @@ class JsonSelectMixin(DeepInfraBaseInterpreter):
 
     def _stream_json_attempt(
         self, body: dict[str, Any], prepared: PreparedSchema, user_max_tokens: int | None
-    ) -> Generator[OutputAttr, None, _Outcome]:
+    ) -> Generator[OutputAttr, None, CheckedAnswer]:
         """One answer, streamed into the program as it arrives, continued if cut by the server's length.
 
         Continuation requests carry the partial answer as the trailing assistant message and no
@@ -175,21 +183,21 @@ class JsonSelectMixin(DeepInfraBaseInterpreter):
             following, cut = next_continuation(body, raw[answered:], finish_reason, continuation, user_max_tokens)
             if cut is not None:
                 yield from writer.backtrack()
-                return _Outcome(raw, None, [cut], fatal=True)
+                return CheckedAnswer(raw, None, [cut], fatal=True)
             if following is None:
                 break
             body = following
         document, errors = parse_and_check(raw, prepared)
         if errors:
             yield from writer.backtrack()
-            return _Outcome(raw, None, errors)
+            return CheckedAnswer(raw, None, errors)
         enforced = _format_type(first_body) == "json_schema"
         log_prob, fields = score_json(raw, document, requests, prepared.schema, enforced=enforced)
         scores = _field_scores(document, fields, first_body)
         if writer.written != document:  # e.g. a code fence in prompt-only mode
             yield from writer.backtrack()
-            return _Outcome(raw, document, [], log_prob=log_prob, scores=scores)
-        return _Outcome(raw, document, [], written=True, log_prob=log_prob, scores=scores)
+            return CheckedAnswer(raw, document, [], log_prob=log_prob, scores=scores)
+        return CheckedAnswer(raw, document, [], written=True, log_prob=log_prob, scores=scores)
 
     # ----------------------------------------------------------------- the attempt loop
 
@@ -197,17 +205,16 @@ class JsonSelectMixin(DeepInfraBaseInterpreter):
         self,
         spec: _Spec,
         *,
-        kind_for: Any,
+        kind_for: Callable[[JsonMode], str],
         has_schema: bool,
-        request: Any,
-        attempt: Any,
-        feedback: Any,
+        request: RequestFor,
+        attempt: Callable[[dict[str, Any], JsonMode], Generator[OutputAttr, None, CheckedAnswer]],
+        feedback: Callable[[CheckedAnswer], str],
         max_tokens: int | None,
         describe: str,
         **kwargs: Any,
     ) -> Iterator[OutputAttr]:
         bounds = current_limits(self.max_attempts)
-        tokens_before = (self.state.usage.prompt_tokens, self.state.usage.completion_tokens)
 
         def build(messages: list[dict[str, Any]], response_format: dict[str, Any] | None) -> dict[str, Any]:
             return self.build_body(
@@ -218,7 +225,7 @@ class JsonSelectMixin(DeepInfraBaseInterpreter):
                 response_format=response_format,
             )
 
-        plan = AttemptPlan(
+        strategy = JsonAttempts(
             profile=lambda: self.profile,
             has_schema=has_schema,
             request=request,
@@ -226,42 +233,20 @@ class JsonSelectMixin(DeepInfraBaseInterpreter):
             build_body=build,
             messages=self.request_messages(),
             prefix="".join(getattr(c, "text", "") for c in self.state.content),
-            max_attempts=bounds.max_attempts or 1,
+            describe=describe,
+            kind_for=kind_for,
         )
-        while (body := plan.next_body()) is not None:
-            try:
-                outcome = yield from attempt(body, plan.mode)
-            except UnsupportedFeatureError as exc:
-                if plan.fall_back(exc):
-                    continue  # the profile now knows; the same attempt is made with the next mode
-                self._record(kind_for(plan.mode), plan.round_trips, tokens_before, satisfied=False)
-                raise
-            if outcome.value is not None:
-                self._record(kind_for(plan.mode), plan.round_trips, tokens_before, satisfied=True)
-                yield from self._accept(spec, outcome)
-                return
-            if plan.refused(outcome) or self._over_budget(bounds.token_budget, tokens_before):
-                break
-        self._record(kind_for(plan.mode), plan.round_trips, tokens_before, satisfied=False)
-        raise plan.error(describe, self.model)
+        loop: AttemptLoop[CheckedAnswer, CheckedAnswer] = AttemptLoop(
+            strategy,
+            usage=self.state.usage,
+            max_attempts=bounds.max_attempts or 1,
+            token_budget=bounds.token_budget,
+            model=self.model,
+        )
+        accepted = yield from run_attempts(loop, lambda body: attempt(body, strategy.mode))
+        yield from self._accept(spec, accepted)
 
-    def _over_budget(self, budget: int | None, before: tuple[int, int]) -> bool:
-        if budget is None:
-            return False
-        usage = self.state.usage
-        return (usage.prompt_tokens - before[0]) + (usage.completion_tokens - before[1]) >= budget
-
-    def _record(self, kind: str, round_trips: int, before: tuple[int, int], *, satisfied: bool) -> None:
-        stats = self.state.usage.constraint(kind)
-        stats.round_trips += round_trips
-        stats.prompt_tokens += self.state.usage.prompt_tokens - before[0]
-        stats.completion_tokens += self.state.usage.completion_tokens - before[1]
-        if satisfied:
-            stats.satisfied += 1
-        else:
-            stats.failed += 1
-
-    def _accept(self, spec: _Spec, outcome: _Outcome) -> Iterator[OutputAttr]:
+    def _accept(self, spec: _Spec, outcome: CheckedAnswer) -> Iterator[OutputAttr]:
         """Write the accepted value (unless the attempt already streamed it) and set every capture."""
         value = outcome.value or ""
         if not outcome.written and value:
@@ -367,15 +352,12 @@ def _check_options(options: tuple[str, ...]) -> None:
 
 def _decode_choice(text: str, options: tuple[str, ...]) -> str | None:
     """The option an answer names: a JSON string, ``{"choice": ...}``, or the bare option text."""
-    stripped = text.strip()
-    try:
-        value = json.loads(stripped)
-    except (ValueError, RecursionError):  # json raises RecursionError on deep nesting
-        value = stripped
+    value = prompts.json_reply(text)
     if isinstance(value, dict) and set(value) == {"choice"}:
         value = value["choice"]
     if isinstance(value, str) and value in options:
         return value
+    stripped = text.strip()
     return stripped if stripped in options else None
 
 

@@ -15,23 +15,27 @@ checked on the client by llguidance (`enforcement.matcher`). Each rung is tried 
 5. feedback: a follow-up user message quotes the rejected answer, says where it went wrong and states the
    constraint in plain words (the regex, or the Lark grammar); then a fresh answer is requested.
 
-Every request counts against ``max_attempts`` and the token budget (`limits`); when they run out a
+Every request counts against ``max_attempts`` and the token budget (`limits`) in the one attempt loop
+(`enforcement.attempts.AttemptLoop`, shared with json and select); when they run out a
 `ConstraintError` lists every attempt. The program only ever receives text llguidance accepted.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from collections.abc import Generator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from guidance._ast import GrammarNode, RegexNode, RuleNode
 
 from ..bounds import current_limits
-from ..errors import Attempt, ConstraintError, InvalidParameterError, UnsupportedFeatureError
+from ..errors import Attempt, InvalidParameterError, UnsupportedFeatureError
 from ..interpreter.grammar_attrs import request_attributes
 from ..interpreter.logprobs import Piece, carried_pieces, grammar_capture_log_probs, reply_pieces
+from ..lowering import prompts
 from ..lowering.pattern import ServerForm, is_regular, server_form
+from .attempts import AttemptLoop, Stop, run_attempts
 from .follow import Followed
 from .matcher import CompiledGrammar, Verdict
 
@@ -64,16 +68,10 @@ class Step:
     kept: str = ""
 
 
-@dataclass
-class Outcome:
-    """The accepted text and the record of how it was reached."""
-
-    text: str
-    attempts: list[Attempt] = field(default_factory=list)
-
-
 class GrammarLadder:
-    """Runs the ladder for one grammar node on one interpreter state."""
+    """Runs the ladder for one grammar node on one interpreter state: the `AttemptStrategy` of a grammar, whose
+    answers are the replies as collected (`CallResult`) and whose accepted value is the local run along the
+    accepted text (`Followed`)."""
 
     def __init__(
         self,
@@ -88,7 +86,7 @@ class GrammarLadder:
         self.interpreter = interpreter
         self.node = node
         self.compiled = compiled
-        self.kind = kind
+        self._kind = kind
         self.sampling_params = sampling_params
         profile = interpreter.profile
         continuation = profile.continuation
@@ -106,7 +104,8 @@ class GrammarLadder:
             self.base: list[dict[str, Any]] = messages[:-1]
         else:
             self.prefix, self.base = "", messages
-        self.context = list(self.base)
+        #: The latest rejected answer (as the model wrote it, after the program's text) and its feedback.
+        self.rejected: tuple[str, str] | None = None
         self.rule = node if isinstance(node, RuleNode) else None
         self.attributes = request_attributes(node)  # refuses gens that disagree on temperature
         self.user_bound = self.attributes.user_bound
@@ -120,46 +119,53 @@ class GrammarLadder:
                 self.server_skip = ""
                 self.server_form = server_form(node)
         self.attempts: list[Attempt] = []
-        self.tokens_spent = 0
+        self.step = self._first_step()
         #: Which request generated which bytes of each candidate answer judged so far (for log probabilities).
         self.layouts: dict[str, list[Piece]] = {}
 
     # ------------------------------------------------------------------ the loop
 
-    def run(self) -> Followed:
+    def run(self) -> Generator[Any, None, Followed]:
         """The local run of the grammar along the accepted answer (program text and captures)."""
         limits = current_limits(self.interpreter.max_attempts)
-        max_attempts = limits.max_attempts or 1
-        budget = limits.token_budget
-        stats = self.interpreter.state.usage.constraint(self.kind)
-        step = self._first_step()
-        requests = 0
-        while True:
-            if requests >= max_attempts:
-                self._fail(stats, f"no answer satisfied the {self.kind} constraint in {requests} attempt(s)")
-            if budget is not None and self.tokens_spent >= budget:
-                self._fail(stats, f"the token budget of {budget} was spent ({self.tokens_spent} tokens)")
-            body = self._body(step, budget)
-            try:
-                result = self.interpreter.collect(body)
-            except (UnsupportedFeatureError, InvalidParameterError) as exc:
-                if not step.kind.startswith("server"):
-                    raise
-                # The model refused the server-side form: nothing was generated, fall through to free text.
-                stats.round_trips += 1
-                self.attempts.append(Attempt("", (f"server refused the format: {exc.message}",), step.kind))
-                self.server_form = None
-                step = Step("generate")
-                continue
-            requests += 1
-            stats.round_trips += 1
-            stats.prompt_tokens += result.prompt_tokens
-            stats.completion_tokens += result.completion_tokens
-            self.tokens_spent += result.prompt_tokens + result.completion_tokens
-            accepted, step = self._judge(step, result)
-            if accepted is not None:
-                stats.satisfied += 1
-                return accepted
+        loop: AttemptLoop[CallResult, Followed] = AttemptLoop(
+            self,
+            usage=self.interpreter.state.usage,
+            max_attempts=limits.max_attempts or 1,
+            token_budget=limits.token_budget,
+            model=self.interpreter.model,
+        )
+        return (yield from run_attempts(loop, self._collect))
+
+    def _collect(self, body: dict[str, Any]) -> Generator[Any, None, CallResult]:
+        yield from ()  # not streamed: only a checked answer reaches the program
+        return self.interpreter.collect(body)
+
+    def kind(self) -> str:
+        return self._kind
+
+    def next_request(self, remaining_tokens: int | None) -> dict[str, Any]:
+        return self._body(self.step, remaining_tokens)
+
+    def judge(self, answer: CallResult) -> tuple[Followed | None, bool]:
+        accepted, self.step = self._judge(self.step, answer)
+        return accepted, False
+
+    def format_refused(self, exc: UnsupportedFeatureError | InvalidParameterError) -> bool:
+        """A server step whose form the model refused: nothing was generated, fall through to free text."""
+        if not self.step.kind.startswith("server"):
+            return False
+        self.attempts.append(Attempt("", (f"server refused the format: {exc.message}",), self.step.kind))
+        self.server_form = None
+        self.step = Step("generate")
+        return True
+
+    def failure(self, stop: Stop) -> str:
+        if stop.reason == "budget":
+            why = f"the token budget of {stop.budget} was spent ({stop.spent} tokens)"
+        else:
+            why = f"no answer satisfied the {self._kind} constraint in {stop.answers} attempt(s)"
+        return f"{why}; nothing was written to the program"
 
     def _first_step(self) -> Step:
         if self.server_form is not None:
@@ -170,36 +176,28 @@ class GrammarLadder:
                 return Step("server-json")
         return Step("generate")
 
-    def _fail(self, stats: Any, why: str) -> None:
-        stats.failed += 1
-        raise ConstraintError(
-            f"{why}; nothing was written to the program",
-            constraint=self.describe(),
-            attempts=self.attempts,
-            model=self.interpreter.model,
-        )
-
     # ------------------------------------------------------------------ requests
 
-    def _body(self, step: Step, budget: int | None) -> dict[str, Any]:
+    def _body(self, step: Step, remaining_tokens: int | None) -> dict[str, Any]:
         response_format: dict[str, Any] | None = None
         if step.kind == "server-regex" and self.server_form is not None:
             response_format = {"type": "regex", "regex": self.server_form.regex}
-            messages = self._with_trailing(self.base, self.prefix + self.server_skip)
+            messages = prompts.conversation(self.base, trailing=self.prefix + self.server_skip)
         elif step.kind == "server-json" and self.server_form is not None:
             response_format = {
                 "type": "json_schema",
                 "json_schema": {"name": "constrained_text", "schema": self.server_form.json_schema()},
             }
-            messages = self._with_trailing(self.base, self.prefix + self.server_skip)
-        elif step.kind == "repair":
-            messages = self._with_trailing(self.context, self.prefix + step.kept)
+            messages = prompts.conversation(self.base, trailing=self.prefix + self.server_skip)
         else:
-            messages = self._with_trailing(self.context, self.prefix + self.forced)
+            continued = step.kept if step.kind == "repair" else self.forced
+            rejected, feedback = self.rejected or ("", None)
+            messages = prompts.conversation(
+                self.base, rejected=rejected, feedback=feedback, trailing=self.prefix + continued
+            )
         max_tokens = self.attributes.max_tokens
-        if budget is not None:
-            remaining = max(1, budget - self.tokens_spent)
-            max_tokens = min(max_tokens, remaining) if max_tokens else remaining
+        if remaining_tokens is not None:
+            max_tokens = min(max_tokens, remaining_tokens) if max_tokens else remaining_tokens
         return self.interpreter.build_body(
             messages=messages,
             sampling_params=self.sampling_params,
@@ -207,12 +205,6 @@ class GrammarLadder:
             max_tokens=max_tokens,
             response_format=response_format,
         )
-
-    @staticmethod
-    def _with_trailing(context: list[dict[str, Any]], assistant_text: str) -> list[dict[str, Any]]:
-        if not assistant_text:
-            return list(context)
-        return [*context, {"role": "assistant", "content": assistant_text}]
 
     # ------------------------------------------------------------------ judging a reply
 
@@ -350,13 +342,8 @@ class GrammarLadder:
         return followed
 
     def _add_feedback(self, verdict: Verdict, reason: str) -> None:
-        """Make the context a conversation that shows the rejected answer and asks again."""
-        rejected = self.prefix + verdict.text
-        context = list(self.base)
-        if rejected:
-            context.append({"role": "assistant", "content": rejected})
-        context.append({"role": "user", "content": self.feedback_message(verdict.text, reason)})
-        self.context = context
+        """Show the rejected answer and ask again in every later request (`prompts.conversation`)."""
+        self.rejected = (self.prefix + verdict.text, self.feedback_message(verdict.text, reason))
 
     def feedback_message(self, rejected: str, reason: str) -> str:
         shown = rejected if len(rejected) <= 400 else rejected[:400] + "..."
@@ -423,14 +410,8 @@ def _rank(verdict: Verdict) -> tuple[bool, bool, int]:
 
 def _json_string(reply: str) -> str:
     """The text of a JSON-string reply (also one cut off before its closing quote); else the raw reply."""
-    stripped = reply.strip()
-    for attempt in (stripped, stripped + '"'):
-        try:
-            value = json.loads(attempt)
-        except (ValueError, RecursionError):  # json raises RecursionError on deep nesting
-            continue
-        return value if isinstance(value, str) else reply
-    return reply
+    value = prompts.json_reply(reply, cut_off=True)
+    return value if isinstance(value, str) else reply
 
 
 def _plain_regex(node: GrammarNode) -> str | None:

@@ -4,12 +4,12 @@ For one input, the guidance program ``system(instructions) -> user(text) -> assi
 schema))`` sends a conversation of two messages and a response_format, then checks the answer. Building a
 guidance program, its interpreter and the SDK's stream objects for that costs several milliseconds of CPU per
 input, which caps one process far below DeepInfra's 200 requests in flight. Here the same node is built once
-(`answer_node`), unwrapped once, and each input's attempts are driven by `AttemptPlan` with the model
-interpreter's own `build_body` (so profiles, request defaults, sampling parameters and logprobs settings
-apply as they do to the program), then sent by `AsyncTransport`. Answers are checked by `parse_and_check`,
-refusals teach the profile through `learn_refusal`, and errors are sorted by `outcome_of_error`: nothing of
-lowering, validation or retrying is done differently from the guidance path, which a test checks by
-comparing the records and request bodies of both.
+(`answer_node`), unwrapped once, and each input's attempts are driven by the one attempt loop (`AttemptLoop`,
+with the json strategy of the guidance path) and the model interpreter's own `build_body` (so profiles, request
+defaults, sampling parameters and logprobs settings apply as they do to the program), then sent by
+`AsyncTransport`. Answers are checked by `parse_and_check`, refusals teach the profile through `learn_refusal`,
+and errors are sorted by `outcome_of_error`: nothing of lowering, validation or retrying is done differently
+from the guidance path, which a test checks by comparing the records and request bodies of both.
 """
 
 from __future__ import annotations
@@ -18,8 +18,16 @@ import copy
 from typing import Any
 
 from ..bounds import current_limits
-from ..enforcement.attempts import MAX_CONTINUATIONS, AttemptPlan, json_request, next_continuation
-from ..enforcement.attempts import Outcome as Attempted
+from ..enforcement.attempts import (
+    MAX_CONTINUATIONS,
+    AttemptLoop,
+    CheckedAnswer,
+    JsonAttempts,
+    arun_attempts,
+    json_kind,
+    json_request,
+    next_continuation,
+)
 from ..enforcement.json_select import _format_type, _unwrap
 from ..enforcement.json_select import _short as short_schema
 from ..errors import InvalidProgramError, UnsupportedFeatureError
@@ -113,8 +121,7 @@ class FastExtractor:
     async def _answer(self, text: str, usage: DeepInfraUsage, slot: Slot) -> tuple[str, Scored]:
         """The accepted JSON text for one input and its confidence, or the `ConstraintError` of its refused
         attempts."""
-        budget = current_limits(self.max_attempts).token_budget
-        plan = AttemptPlan(
+        strategy = JsonAttempts(
             profile=lambda: self.interpreter.profile,
             has_schema=self.prepared.user_given,
             request=self.request,
@@ -122,22 +129,20 @@ class FastExtractor:
             build_body=self.build_body,
             messages=self.messages(text),
             prefix="",
-            max_attempts=self.max_attempts,
+            describe=self.describe,
+            kind_for=json_kind,
         )
-        while (body := plan.next_body()) is not None:
-            try:
-                outcome = await self._attempt(body, usage, slot)
-            except UnsupportedFeatureError as exc:
-                if plan.fall_back(exc):
-                    continue
-                raise
-            if outcome.value is not None:
-                return outcome.value, outcome.scores if self.confidence else NOT_ASKED
-            if plan.refused(outcome) or (budget is not None and usage.total_tokens >= budget):
-                break
-        raise plan.error(self.describe, self.model)
+        loop: AttemptLoop[CheckedAnswer, CheckedAnswer] = AttemptLoop(
+            strategy,
+            usage=usage,
+            max_attempts=self.max_attempts,
+            token_budget=current_limits(self.max_attempts).token_budget,
+            model=self.model,
+        )
+        accepted = await arun_attempts(loop, lambda body: self._attempt(body, usage, slot))
+        return accepted.value or "", accepted.scores if self.confidence else NOT_ASKED
 
-    async def _attempt(self, body: dict[str, Any], usage: DeepInfraUsage, slot: Slot) -> Attempted:
+    async def _attempt(self, body: dict[str, Any], usage: DeepInfraUsage, slot: Slot) -> CheckedAnswer:
         raw = ""
         enforced = _format_type(body) == "json_schema"
         entries: list[Any] | None = []  # the token logprobs of every request of this attempt, end to end
@@ -148,15 +153,15 @@ class FastExtractor:
             finish, user_max_tokens = reply.finish_reason, self.spec.max_tokens
             following, cut = next_continuation(body, reply.text, finish, continuation, user_max_tokens)
             if cut is not None:
-                return Attempted(raw, None, [cut], fatal=True)
+                return CheckedAnswer(raw, None, [cut], fatal=True)
             if following is None:
                 break
             body = following
         document, errors = parse_and_check(raw, self.prepared)
         if errors:
-            return Attempted(raw, None, errors)
+            return CheckedAnswer(raw, None, errors)
         scores = self._confidence(raw, document, entries, enforced) if self.confidence else None
-        return Attempted(raw, document, errors, scores=scores)
+        return CheckedAnswer(raw, document, errors, scores=scores)
 
     def _confidence(
         self, raw: str, document: str, entries: list[Any] | None, enforced: bool

@@ -27,8 +27,7 @@ from guidance._ast import LiteralNode, RegexNode
 
 from ..errors import InvalidProgramError
 from ..lowering.pattern import literal_alternatives
-
-API_STOP_LIMIT = 4
+from ..transport.body import API_STOP_LIMIT
 
 
 @dataclass

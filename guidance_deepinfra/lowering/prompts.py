@@ -1,7 +1,10 @@
-"""The words sent alongside server-side constraints: instructions, retry feedback, and where they go.
+"""The words sent alongside constraints and the conversations that carry them.
 
 Instructions are added to the request only (never to the program): appended to the first system message
 when there is one, else sent as a new first system message, the one position every chat template accepts.
+Every later request of an attempt loop (a retry with feedback, a repair, a continuation of a cut-off answer)
+gets its conversation from `conversation`, and replies in a JSON form the request asked for are read by
+`json_reply`.
 """
 
 from __future__ import annotations
@@ -76,16 +79,45 @@ def select_feedback(answer: str, options: tuple[str, ...]) -> str:
     )
 
 
-def retry_messages(base: list[dict[str, Any]], prefix: str, rejected: str, feedback: str) -> list[dict[str, Any]]:
-    """The conversation for a retry: the rejected answer, the reasons, then the assistant prefix again.
+def conversation(
+    context: list[dict[str, Any]], *, rejected: str = "", feedback: str | None = None, trailing: str = ""
+) -> list[dict[str, Any]]:
+    """The one builder of every conversation an attempt sends after the first (a copy; `context` is not changed).
 
-    Only the latest rejection is shown, so retry prompts do not grow with each attempt.
+    `context` is the conversation before the assistant's answer. A retry adds the rejected answer as an assistant
+    turn and `feedback` as a user turn; only the latest rejection is shown, so retry prompts do not grow with
+    each attempt. `trailing` is assistant text the model is to continue (the program's partial answer, the text
+    a grammar forces, the accepted start of a repaired or cut-off answer): it goes last, as an assistant message.
+    An empty assistant turn is never sent.
     """
-    head = base[:-1] if prefix else list(base)
-    tail = [{"role": "assistant", "content": prefix}] if prefix else []
-    return [
-        *head,
-        {"role": "assistant", "content": prefix + rejected},
-        {"role": "user", "content": feedback},
-        *tail,
-    ]
+    messages = list(context)
+    if feedback is not None:
+        if rejected:
+            messages.append({"role": "assistant", "content": rejected})
+        messages.append({"role": "user", "content": feedback})
+    if trailing:
+        messages.append({"role": "assistant", "content": trailing})
+    return messages
+
+
+def continuing(messages: list[dict[str, Any]], piece: str) -> list[dict[str, Any]]:
+    """The conversation asking for more of an answer cut off after `piece`: `messages` with `piece` joined to
+    the trailing assistant text (the text of every earlier part, each once)."""
+    if messages and messages[-1].get("role") == "assistant":
+        return conversation(messages[:-1], trailing=str(messages[-1].get("content") or "") + piece)
+    return conversation(messages, trailing=piece)
+
+
+def json_reply(reply: str, *, cut_off: bool = False) -> Any:
+    """The JSON value a reply holds (with `cut_off`, also a JSON string cut before its closing quote), or None.
+
+    Used wherever an answer comes back in a JSON form the request asked for: a select's option as a JSON string
+    or ``{"choice": ...}``, a server-side pattern's text as a JSON string.
+    """
+    stripped = reply.strip()
+    for candidate in (stripped, stripped + '"') if cut_off else (stripped,):
+        try:
+            return json.loads(candidate)
+        except (ValueError, RecursionError):  # json raises RecursionError on deep nesting
+            continue
+    return None

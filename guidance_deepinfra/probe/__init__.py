@@ -92,7 +92,7 @@ class ModelReport:
     """Every outcome for one model, the profile they imply, and what the probe spent."""
 
     model: str
-    outcomes: dict[str, checks.Outcome] = field(default_factory=dict)
+    outcomes: dict[str, checks.Finding] = field(default_factory=dict)
     requests: int = 0
     estimated_cost: float = 0.0
     error: str | None = None
@@ -123,7 +123,7 @@ def probe_model(prober: checks.Prober, progress: Callable[[str], None]) -> Model
     """Run every check against one model, in an order where earlier answers decide later requests."""
     report = ModelReport(prober.model)
 
-    def measure(key: str, check: Callable[[], checks.Outcome]) -> checks.Outcome:
+    def measure(key: str, check: Callable[[], checks.Finding]) -> checks.Finding:
         outcome = check()
         report.outcomes[key] = outcome
         progress(f"probe {prober.model}: {dict(ROWS)[key]}: {outcome.value}")
@@ -141,7 +141,7 @@ def probe_model(prober: checks.Prober, progress: Callable[[str], None]) -> Model
         if json_schema.supported:
             measure(f"keyword:{name}", partial(checks.keyword, prober, name, use_strict=use_strict))
         else:
-            report.outcomes[f"keyword:{name}"] = checks.Outcome("not measured (json_schema refused)")
+            report.outcomes[f"keyword:{name}"] = checks.Finding("not measured (json_schema refused)")
     measure("regex_format", lambda: checks.regex_format(prober))
     measure("continuation", lambda: checks.continuation(prober))
     response_format = (

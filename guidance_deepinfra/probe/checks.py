@@ -49,7 +49,7 @@ class Exchange:
 
 
 @dataclass
-class Outcome:
+class Finding:
     """One measured fact: a short `value` for the table, the evidence in `detail`, the profile's reading."""
 
     value: str
@@ -122,32 +122,32 @@ def json_schema_format(schema: dict[str, Any], *, strict: bool = False) -> dict[
 # --------------------------------------------------------------------------- the checks
 
 
-def streamed_cost(reply: Exchange) -> Outcome:
+def streamed_cost(reply: Exchange) -> Finding:
     """Read a plain streamed request's answer: is ``estimated_cost`` in the usage DeepInfra streams?"""
     if reply.error is not None:
-        return Outcome(reply.refused, supported=None)
+        return Finding(reply.refused, supported=None)
     if reply.usage is None:
-        return Outcome("no usage in the stream", supported=False)
+        return Finding("no usage in the stream", supported=False)
     cost = reply.usage.get("estimated_cost")
     if cost is None:
-        return Outcome("absent from usage", json.dumps(reply.usage), supported=False)
-    return Outcome(f"present (${cost})", json.dumps(reply.usage), supported=True)
+        return Finding("absent from usage", json.dumps(reply.usage), supported=False)
+    return Finding(f"present (${cost})", json.dumps(reply.usage), supported=True)
 
 
-def accepted(prober: Prober, messages: list[dict[str, Any]], **fields: Any) -> Outcome:
+def accepted(prober: Prober, messages: list[dict[str, Any]], **fields: Any) -> Finding:
     reply = prober.send(messages, **fields)
     if reply.error is not None:
-        return Outcome(reply.refused, supported=False)
-    return Outcome("accepted", reply.text, supported=True)
+        return Finding(reply.refused, supported=False)
+    return Finding("accepted", reply.text, supported=True)
 
 
-def json_object(prober: Prober) -> Outcome:
+def json_object(prober: Prober) -> Finding:
     return accepted(
         prober, user('Answer with a JSON object whose key "ok" is true.'), response_format={"type": "json_object"}
     )
 
 
-def json_schema(prober: Prober) -> Outcome:
+def json_schema(prober: Prober) -> Finding:
     return accepted(
         prober,
         user('Answer with a JSON object whose key "ok" is true.'),
@@ -155,7 +155,7 @@ def json_schema(prober: Prober) -> Outcome:
     )
 
 
-def strict(prober: Prober) -> Outcome:
+def strict(prober: Prober) -> Finding:
     return accepted(
         prober,
         user('Answer with a JSON object whose key "ok" is true.'),
@@ -211,7 +211,7 @@ KEYWORD_CASES: dict[str, tuple[dict[str, Any], Any]] = {
 ADVERSARIAL_PROMPT = "Reply with exactly this JSON and nothing else: "
 
 
-def keyword(prober: Prober, name: str, *, use_strict: bool) -> Outcome:
+def keyword(prober: Prober, name: str, *, use_strict: bool) -> Finding:
     """Ask for a document that breaks `name`; a conforming answer means the server held the model to it."""
     schema, violating = KEYWORD_CASES[name]
     reply = prober.send(
@@ -219,36 +219,36 @@ def keyword(prober: Prober, name: str, *, use_strict: bool) -> Outcome:
         response_format=json_schema_format(schema, strict=use_strict),
     )
     if reply.error is not None:
-        return Outcome(reply.refused, supported=None)
+        return Finding(reply.refused, supported=None)
     try:
         document = json.loads(reply.text)
     except ValueError:
-        return Outcome("unclear (reply is not JSON)", reply.text, supported=None)
+        return Finding("unclear (reply is not JSON)", reply.text, supported=None)
     problems = prepare(schema).errors(document)
     if problems:
-        return Outcome("not enforced", f"{reply.text} ({problems[0]})", supported=False)
-    return Outcome("enforced", reply.text, supported=True)
+        return Finding("not enforced", f"{reply.text} ({problems[0]})", supported=False)
+    return Finding("enforced", reply.text, supported=True)
 
 
 REGEX = "[0-9]{3}"
 
 
-def regex_format(prober: Prober) -> Outcome:
+def regex_format(prober: Prober) -> Finding:
     """``{"type": "regex"}``: accepted? and does a prompt asking for a word still get three digits?"""
     reply = prober.send(
         user("Reply with the word hello and nothing else."), response_format={"type": "regex", "regex": REGEX}
     )
     if reply.error is not None:
-        return Outcome(reply.refused, supported=False)
+        return Finding(reply.refused, supported=False)
     if re.fullmatch(REGEX, reply.text):
-        return Outcome("accepted, enforced", reply.text, supported=True)
-    return Outcome("accepted, not enforced", reply.text, supported=False)
+        return Finding("accepted, enforced", reply.text, supported=True)
+    return Finding("accepted, not enforced", reply.text, supported=False)
 
 
 COUNT_PREFIX = "1, 2, 3, 4,"
 
 
-def continuation(prober: Prober) -> Outcome:
+def continuation(prober: Prober) -> Finding:
     """A trailing assistant message: continued from its last byte, or answered as a new turn?"""
     reply = prober.send(
         user("Count from 1 to 10, separated by commas and spaces, and nothing else.")
@@ -260,10 +260,10 @@ def continuation(prober: Prober) -> Outcome:
 JSON_PREFIX = '{"name": "'
 
 
-def continuation_with_format(prober: Prober, response_format: dict[str, Any] | None) -> Outcome:
+def continuation_with_format(prober: Prober, response_format: dict[str, Any] | None) -> Finding:
     """The same with ``response_format``: is the prefilled start of a JSON answer continued?"""
     if response_format is None:
-        return Outcome("not measured (no JSON response_format accepted)", supported=None)
+        return Finding("not measured (no JSON response_format accepted)", supported=None)
     reply = prober.send(
         user('Answer with the JSON object {"name": "Ada"} and nothing else.')
         + [{"role": "assistant", "content": JSON_PREFIX}],
@@ -280,14 +280,14 @@ def _parses(text: str) -> bool:
     return True
 
 
-def _continued(reply: Exchange, continues: Callable[[str], bool], restarts: Callable[[str], bool]) -> Outcome:
+def _continued(reply: Exchange, continues: Callable[[str], bool], restarts: Callable[[str], bool]) -> Finding:
     if reply.error is not None:
-        return Outcome(reply.refused, supported=False)
+        return Finding(reply.refused, supported=False)
     if continues(reply.text):
-        return Outcome("continued byte-exactly", repr(reply.text), supported=True)
+        return Finding("continued byte-exactly", repr(reply.text), supported=True)
     if restarts(reply.text):
-        return Outcome("new turn (prefix ignored)", repr(reply.text), supported=False)
-    return Outcome("unclear", repr(reply.text), supported=None)
+        return Finding("new turn (prefix ignored)", repr(reply.text), supported=False)
+    return Finding("unclear", repr(reply.text), supported=None)
 
 
 STOP_PROMPT = "Reply with exactly: alpha beta gamma delta epsilon"
@@ -297,15 +297,15 @@ def _stops(count: int) -> list[str]:
     return [f"zq{i}" for i in range(1, count)] + [" gamma"]  # only the last one can match
 
 
-def stop_limit(prober: Prober) -> Outcome:
+def stop_limit(prober: Prober) -> Finding:
     """How many ``stop`` strings count: send 5 (the last one the one that matches), then 17 if 5 held."""
     verdict = _stop_try(prober, 5)
     if verdict != "honoured":
-        return Outcome(f"4 (a 5th stop is {verdict})", supported=None)
+        return Finding(f"4 (a 5th stop is {verdict})", supported=None)
     verdict = _stop_try(prober, 17)
     if verdict != "honoured":
-        return Outcome(f"16 (a 17th stop is {verdict})", supported=None)
-    return Outcome("more than 16", supported=None)
+        return Finding(f"16 (a 17th stop is {verdict})", supported=None)
+    return Finding("more than 16", supported=None)
 
 
 def _stop_try(prober: Prober, count: int) -> str:
@@ -319,26 +319,26 @@ def _stop_try(prober: Prober, count: int) -> str:
     return f"unclear (reply {reply.text!r})"
 
 
-def logprobs(prober: Prober) -> Outcome:
+def logprobs(prober: Prober) -> Finding:
     reply = prober.send(user("Say OK."), logprobs=True)
     if reply.error is not None:
-        return Outcome(reply.refused, supported=False)
+        return Finding(reply.refused, supported=False)
     if not reply.logprob_entries:
-        return Outcome("accepted, none returned", supported=False)
-    return Outcome(f"accepted, {len(reply.logprob_entries)} token(s) returned", supported=True)
+        return Finding("accepted, none returned", supported=False)
+    return Finding(f"accepted, {len(reply.logprob_entries)} token(s) returned", supported=True)
 
 
 TOP_LOGPROBS = 3
 
 
-def top_logprobs(prober: Prober) -> Outcome:
+def top_logprobs(prober: Prober) -> Finding:
     reply = prober.send(user("Say OK."), logprobs=True, top_logprobs=TOP_LOGPROBS)
     if reply.error is not None:
-        return Outcome(reply.refused, supported=False)
+        return Finding(reply.refused, supported=False)
     widths = [len(getattr(entry, "top_logprobs", None) or []) for entry in reply.logprob_entries]
     if not widths or not any(widths):
-        return Outcome("accepted, no alternatives returned", supported=False)
-    return Outcome(f"accepted, up to {max(widths)} alternative(s) per token", supported=True)
+        return Finding("accepted, no alternatives returned", supported=False)
+    return Finding(f"accepted, up to {max(widths)} alternative(s) per token", supported=True)
 
 
 WEATHER_TOOL = {
@@ -351,23 +351,23 @@ WEATHER_TOOL = {
 }
 
 
-def tools(prober: Prober) -> Outcome:
+def tools(prober: Prober) -> Finding:
     reply = prober.send(user("What is the weather in Paris? Use the tool."), tools=[WEATHER_TOOL], tool_choice="auto")
     if reply.error is not None:
-        return Outcome(reply.refused, supported=False)
+        return Finding(reply.refused, supported=False)
     if reply.tool_calls:
-        return Outcome("accepted, tool called", supported=True)
-    return Outcome("accepted, no tool call", reply.text, supported=True)
+        return Finding("accepted, tool called", supported=True)
+    return Finding("accepted, no tool call", reply.text, supported=True)
 
 
-def context_error(prober: Prober) -> Outcome:
+def context_error(prober: Prober) -> Finding:
     """Ask for more output than any context holds; the exact wording of the refusal is the result."""
     reply = prober.send(user("Say OK."), read_all=False, max_tokens=HUGE_MAX_TOKENS)
     error = reply.error
     if error is None:
-        return Outcome(f"no error (max_tokens={HUGE_MAX_TOKENS} accepted)", supported=None)
+        return Finding(f"no error (max_tokens={HUGE_MAX_TOKENS} accepted)", supported=None)
     if isinstance(error, APIError):
-        return Outcome(
+        return Finding(
             f"{error.status}: {error.message}", f"the plugin reads it as {type(error).__name__}", supported=None
         )
-    return Outcome(reply.refused, supported=None)
+    return Finding(reply.refused, supported=None)

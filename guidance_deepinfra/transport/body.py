@@ -12,6 +12,9 @@ from typing import Any
 
 from ..errors import ConfigurationError, InvalidProgramError
 
+#: Stop strings DeepInfra accepts in one request (its ``stop`` field); `_stops` plans client-side stops around it.
+API_STOP_LIMIT = 4
+
 #: Request fields DeepInfra documents for /chat/completions (prose docs plus its OpenAPI spec).
 DOCUMENTED_FIELDS: frozenset[str] = frozenset(
     {
@@ -146,8 +149,8 @@ def chat_body(
             raise InvalidProgramError(f"max_tokens must be a positive integer, got {max_tokens!r}")
         body["max_tokens"] = max_tokens
     if stop:
-        if len(stop) > 4:
-            raise InvalidProgramError("DeepInfra accepts at most 4 stop strings")
+        if len(stop) > API_STOP_LIMIT:
+            raise InvalidProgramError(f"DeepInfra accepts at most {API_STOP_LIMIT} stop strings")
         if not all(isinstance(s, str) and s for s in stop):
             raise InvalidProgramError(f"stop strings must be non-empty strings, got {stop!r}")
         body["stop"] = list(stop)
