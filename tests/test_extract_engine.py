@@ -399,3 +399,51 @@ def test_a_record_that_cannot_be_written_stops_the_batch_instead_of_hanging(tmp_
     with pytest.raises(OSError):
         run_batch(batch, ((i, Item(str(i), "t")) for i in range(100)))
     assert batch.counts.done == 0
+
+
+def test_an_answered_input_starts_the_next_request_before_other_answers_are_checked() -> None:
+    """Two answers arrive together: the first one's worker sends the next input's request before the second
+    answer is checked (a handoff through another task would check both first, then send both)."""
+    log: list[str] = []
+    answers: dict[str, asyncio.Future[None]] = {}
+
+    async def task(item: Item, slot: Slot) -> Done:
+        log.append(f"send {item.id}")
+        answers[item.id] = asyncio.get_running_loop().create_future()
+        if item.id in "ab":
+            if len(answers) == 2:  # both answers arrive in the same pass of the event loop
+                asyncio.get_running_loop().call_later(0.01, lambda: [f.set_result(None) for f in answers.values()])
+            await answers[item.id]
+        slot.release(answered=True)
+        log.append(f"check {item.id}")
+        return Done(item.text)
+
+    batch = Batch(task, limiter=AdaptiveLimiter(2))
+    run_batch(batch, enumerate(Item(name, name) for name in "abcd"))
+    assert log[:4] == ["send a", "send b", "check a", "send c"], log
+    assert batch.counts.done == 4
+
+
+def test_a_task_waiting_out_a_backoff_is_replaced_so_the_window_stays_full() -> None:
+    """With two slots, one input waits 0.3 s inside its request (a retry's backoff): the other slot and the
+    waiting input's slot keep two requests of other inputs in flight meanwhile."""
+    in_flight: list[int] = []
+    running = 0
+
+    async def task(item: Item, slot: Slot) -> Done:
+        nonlocal running
+        if item.id == "0":
+            await slot.wait(0.3)
+            return Done(item.text)
+        running += 1
+        in_flight.append(running)
+        await asyncio.sleep(0.02)
+        running -= 1
+        return Done(item.text)
+
+    batch = Batch(task, limiter=AdaptiveLimiter(2))
+    started = time.monotonic()
+    run_batch(batch, enumerate(Item(str(i), "t") for i in range(12)))
+    assert batch.counts.done == 12 and batch.limiter.max_in_flight <= 2
+    assert max(in_flight) == 2, in_flight  # one worker alone would never have two requests in flight
+    assert time.monotonic() - started < 0.3 + 11 * 0.02  # the eleven other inputs did not queue behind the wait

@@ -6,7 +6,15 @@ input is run again, never lost, up to `max_requeues` times, ahead of fresh input
 task is fatal to the batch (a wrong key, an unknown model): no new request starts, the requests in flight
 finish and their records are written, then the error is raised.
 
-Inputs are read from their iterator only as slots free up, so a huge input file is never held in memory.
+Requests are started by workers, one per slot the window can hold (`Batch.run`). A worker whose answer has
+come back checks it and sends the next input's request in the same step of the event loop. Handing the slot
+to another task instead (a feeder woken by the release, then a task it creates) costs two more passes of the
+loop: the answers that arrive together then leave together, bunched closer each round trip, and each waits
+behind the whole bunch's checking; at 200 in flight and 200 ms that cost a fifth of the throughput. Whatever
+would hold a worker off its next request runs in a task of its own: writing a record, waiting to run a
+requeued input again; a worker waiting out a backoff inside its request is replaced meanwhile. Inputs are read
+from their iterator only as workers take them (at most one per worker ahead), so a huge input file is never
+held in memory.
 Records are written by `_GroupWriter`: the records finished while one write is on disk go together in the
 next write, with one fsync for all of them, and an input counts as done only once its record is durable.
 """
@@ -16,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,18 +80,25 @@ class Slot:
     inputs.
     """
 
-    def __init__(self, limiter: AdaptiveLimiter, ticket: float) -> None:
+    def __init__(self, limiter: AdaptiveLimiter, ticket: float, parked: Callable[[bool], None] | None = None) -> None:
         self.limiter = limiter
         self.ticket = ticket
         self.held = True
+        self._parked = parked  # told when the task starts and stops waiting (its worker is replaced meanwhile)
 
     def congested(self) -> None:
         self.limiter.congested(self.ticket)
 
     async def wait(self, seconds: float, sleep: Callable[[float], Awaitable[None]] | None = None) -> None:
         self.release(answered=False)
-        await (sleep or asyncio.sleep)(seconds)
-        await self.take()
+        if self._parked is not None:
+            self._parked(True)
+        try:
+            await (sleep or asyncio.sleep)(seconds)
+            await self.take()
+        finally:
+            if self._parked is not None:
+                self._parked(False)
 
     def release(self, *, answered: bool) -> None:
         """The request is over (`answered`: the server took it, no 429): free the slot for another input."""
@@ -127,13 +142,13 @@ class _GroupWriter:
         self._pending: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
         self._writing: asyncio.Task[None] | None = None
 
-    async def append(self, record: dict[str, Any]) -> None:
-        """Return once `record` is on disk (or raise what the write raised)."""
+    def submit(self, record: dict[str, Any]) -> asyncio.Future[None]:
+        """Queue `record`; the future is done once it is on disk (or holds what the write raised)."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((record, done))
         if self._writing is None or self._writing.done():
             self._writing = asyncio.ensure_future(self._drain())
-        await done
+        return done
 
     async def _drain(self) -> None:
         while self._pending:
@@ -177,32 +192,29 @@ class Batch:
         self.on_progress = on_progress
         self.fatal: BaseException | None = None
         self.stopped = False
-        self._running: set[asyncio.Task[None]] = set()
+        self._running: set[asyncio.Future[None]] = set()  # workers, reruns and record writes
         self._stop_event: asyncio.Event | None = None
+        self._feed: Iterator[tuple[int, Item]] = iter(())
+        self._skip: Callable[[int, Item], bool] = lambda index, item: False
+        self._feed_done = False
+        self._feed_error: BaseException | None = None
+        self._workers = 0  # workers running, parked ones included
+        self._parked = 0  # tasks waiting out a backoff inside their request
 
     async def run(self, items: Iterable[tuple[int, Item]], skip: Callable[[int, Item], bool]) -> None:
         """Process `items` (position, item); `skip` says which are already finished (it records them)."""
         self._stop_event = asyncio.Event()
+        self._feed = iter(items)
+        self._skip = skip
+        self._feed_done = False
+        self._feed_error = None
+        self._workers = self._parked = 0
         try:
-            for index, item in items:
-                if self.stopped:
-                    break
-                if item.problem is not None:
-                    await self._record(index, item, Failed("InvalidInput", item.problem), runs=0)
-                elif skip(index, item):
-                    with self.counts.lock:
-                        self.counts.resumed += 1
-                    self._progress()
-                else:
-                    ticket = await self.limiter.acquire()
-                    if self.stopped:
-                        self.limiter.release(ticket, succeeded=False)
-                        break
-                    running = asyncio.ensure_future(self._handle(index, item, Slot(self.limiter, ticket)))
-                    self._running.add(running)
-                    running.add_done_callback(self._running.discard)
+            self._add_workers()
             while self._running:
-                await asyncio.wait(set(self._running))
+                await asyncio.wait(set(self._running), return_when=asyncio.FIRST_COMPLETED)
+                if self._feed_error is not None:
+                    raise self._feed_error
         except BaseException:
             self.stop()
             for running in list(self._running):
@@ -220,40 +232,105 @@ class Batch:
             self._stop_event.set()
         self.limiter.wake()
 
-    async def _handle(self, index: int, item: Item, slot: Slot) -> None:
-        runs = 0
+    # ----------------------------------------------------------------- workers
+
+    def _add_workers(self) -> None:
+        """Keep one worker able to start a request per slot of the largest window, not counting parked ones."""
+        while not self._feed_done and not self.stopped and self._workers - self._parked < self.limiter.ceiling:
+            self._workers += 1
+            self._spawn(self._work())
+
+    def _park(self, parked: bool) -> None:
+        """A task starts (True) or stops (False) waiting out a backoff: another worker takes its place."""
+        self._parked += 1 if parked else -1
+        if parked:
+            self._add_workers()
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        running = asyncio.ensure_future(work)
+        self._running.add(running)
+        running.add_done_callback(self._running.discard)
+
+    async def _work(self) -> None:
+        """Take inputs one after another; each waits for a slot, runs, and hands its record to a task."""
         try:
-            while True:
-                runs += 1
-                outcome: Outcome | None = None
-                try:
-                    outcome = await self.task(item, slot)
-                finally:
-                    slot.release(answered=isinstance(outcome, Done))
-                if isinstance(outcome, Retry):
+            while not self.stopped and self._workers - self._parked <= self.limiter.ceiling:
+                taken = self._next_input()
+                if taken is None:
+                    return
+                ticket = await self.limiter.acquire()
+                if self.stopped:
+                    self.limiter.release(ticket, succeeded=False)
+                    return  # the input is left for a rerun
+                await self._handle(*taken, Slot(self.limiter, ticket, self._park), runs=0)
+        finally:
+            self._workers -= 1
+
+    def _next_input(self) -> tuple[int, Item] | None:
+        """The next input that needs a request; one with a problem gets its error record, a finished one is
+        counted. None when the inputs are exhausted (or could not be read: `run` raises that error)."""
+        if self._feed_done:
+            return None
+        try:
+            for index, item in self._feed:
+                if item.problem is not None:
+                    self._record(index, item, Failed("InvalidInput", item.problem), 0)
+                elif self._skip(index, item):
                     with self.counts.lock:
-                        self.counts.estimated_cost += outcome.cost
-                    if runs <= self.max_requeues:
-                        if not await self._requeue(runs, outcome):
-                            return  # the batch stopped meanwhile: the input is left for a rerun
-                        slot = Slot(self.limiter, await self.limiter.acquire(urgent=True))
-                        if self.stopped:
-                            slot.release(answered=False)
-                            return
-                        continue
-                    outcome = Failed(outcome.error_type, f"{outcome.message} (gave up after {runs} tries)", 0.0)
-                await self._record(index, item, outcome, runs)
-                return
+                        self.counts.resumed += 1
+                    self._progress()
+                else:
+                    return index, item
+        except BaseException as exc:  # noqa: BLE001 - raised by `run`, which stops the batch
+            self._feed_error = exc
+        self._feed_done = True
+        return None
+
+    def _fail(self, exc: BaseException) -> None:
+        if self.fatal is None:
+            self.fatal = exc
+        self.stop()
+
+    async def _handle(self, index: int, item: Item, slot: Slot, runs: int) -> None:
+        """Run one input's task in `slot`; its record, or its next run after a transient failure, goes to a
+        task of its own so that the worker (if this is one) moves on to the next input at once."""
+        try:
+            runs += 1
+            outcome: Outcome | None = None
+            try:
+                outcome = await self.task(item, slot)
+            finally:
+                slot.release(answered=isinstance(outcome, Done))
+            if isinstance(outcome, Retry):
+                with self.counts.lock:
+                    self.counts.estimated_cost += outcome.cost
+                if runs <= self.max_requeues:
+                    self._requeue(runs, outcome)
+                    self._spawn(self._run_again(index, item, outcome, runs))
+                    return
+                outcome = Failed(outcome.error_type, f"{outcome.message} (gave up after {runs} tries)", 0.0)
+            self._record(index, item, outcome, runs)
         except asyncio.CancelledError:
             raise
-        except BaseException as exc:  # noqa: BLE001 - fatal to the batch (a bug, a full disk), re-raised by `run`
-            if self.fatal is None:
-                self.fatal = exc
-            self.stop()
+        except BaseException as exc:  # noqa: BLE001 - fatal to the batch (a bug, a broken task), re-raised by `run`
+            self._fail(exc)
 
-    async def _requeue(self, runs: int, outcome: Retry) -> bool:
-        """Wait before running an input again; False if the batch stopped meanwhile."""
-        delay = self.backoff(runs - 1)
+    async def _run_again(self, index: int, item: Item, outcome: Retry, runs: int) -> None:
+        """Run an input again after a transient failure, ahead of fresh inputs (unless the batch stopped)."""
+        if not await self._backoff(runs, outcome):
+            return  # the batch stopped meanwhile: the input is left for a rerun
+        slot = Slot(self.limiter, await self.limiter.acquire(urgent=True), self._park)
+        if self.stopped:
+            slot.release(answered=False)
+            return
+        await self._handle(index, item, slot, runs)
+
+    def _requeue(self, runs: int, outcome: Retry) -> None:
+        """Count an input sent back for another run, and hold every new request for the server's Retry-After.
+
+        Done before the worker takes its next input: a pause registered later would let that input's request
+        through during it.
+        """
         with self.counts.lock:
             self.counts.requeued += 1
         self._progress()
@@ -262,31 +339,55 @@ class Batch:
             # hold every new request for that long. Without Retry-After, the 429s have already narrowed the
             # window, and only this input waits: a pause of everything for a random 429 would idle every slot.
             self.limiter.congested(pause=outcome.pause)
-        else:
+
+    async def _backoff(self, runs: int, outcome: Retry) -> bool:
+        """Wait before running an input again (a pause makes the limiter wait instead); False if the batch
+        stopped meanwhile."""
+        if outcome.pause <= 0:
             assert self._stop_event is not None
             try:
-                await asyncio.wait_for(self._stop_event.wait(), delay)
+                await asyncio.wait_for(self._stop_event.wait(), self.backoff(runs - 1))
             except asyncio.TimeoutError:
                 pass
         return not self.stopped
 
-    async def _record(self, index: int, item: Item, outcome: Outcome, runs: int) -> None:
+    def _record(self, index: int, item: Item, outcome: Outcome, runs: int) -> None:
+        """Hand the input's record to its file; it counts as done (`_recorded`) once it is on disk."""
         record: dict[str, Any] = {"id": item.id}
+        writer = self.results
         if isinstance(outcome, Done):
             record["result"] = outcome.value if outcome.stored is None else outcome.stored
             record["estimated_cost"] = round(outcome.cost, 10)
             if outcome.scored:
                 record["confidence"] = outcome.confidence
-            if self.results is not None:
-                await self.results.append(record)
         else:
             record["source"] = item.source
             if item.line is not None:
                 record["line"] = item.line
             record["error"] = {"type": outcome.error_type, "message": outcome.message}
             record["attempts"] = runs
-            if self.errors is not None:
-                await self.errors.append(record)
+            writer = self.errors
+        if writer is None:
+            self._recorded(index, item, outcome, runs)
+            return
+        written = writer.submit(record)
+        self._running.add(written)
+        written.add_done_callback(self._running.discard)
+        written.add_done_callback(lambda done: self._written(done, (index, item, outcome, runs)))
+
+    def _written(self, done: asyncio.Future[None], record: Record) -> None:
+        if done.cancelled():
+            return
+        error = done.exception()
+        if error is not None:
+            self._fail(error)  # a full disk: fatal to the batch
+            return
+        try:
+            self._recorded(*record)
+        except BaseException as exc:  # noqa: BLE001 - a failing on_record is fatal, as it was for the task
+            self._fail(exc)
+
+    def _recorded(self, index: int, item: Item, outcome: Outcome, runs: int) -> None:
         with self.counts.lock:
             if isinstance(outcome, Done):
                 self.counts.done += 1
