@@ -305,12 +305,16 @@ LABELS = {
 }
 
 
-def measure(name: str, latency: float, n: int, **server_options: Any) -> dict[str, Any]:
-    """Run client `name` over `n` inputs against a fresh server; the client's and the server's figures."""
+def measure(name: str, latency: float, n: int, python: str = "", **server_options: Any) -> dict[str, Any]:
+    """Run client `name` over `n` inputs against a fresh server; the client's and the server's figures.
+
+    `python` runs the client on another interpreter (whose environment has the package installed); the
+    server always runs on this one, so that rows differ only by the client.
+    """
     server = Server(latency, **server_options)
     try:
         before = server.stats()
-        argv = [sys.executable, __file__, "client", name, server.base_url, str(n)]
+        argv = [python or sys.executable, __file__, "client", name, server.base_url, str(n)]
         done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
         after = server.stats()
     finally:
@@ -324,6 +328,11 @@ def measure(name: str, latency: float, n: int, **server_options: Any) -> dict[st
     figures["rate_limited"] = after["rate_limited"] - before["rate_limited"]
     figures["requests"] = after["requests"] - before["requests"]
     figures["name"] = name
+    if python:
+        version = subprocess.run(
+            [python, "-c", "import platform; print(platform.python_version())"], capture_output=True, text=True
+        )
+        figures["name"] = f"{LABELS.get(name, name)}, client on Python {version.stdout.strip()}"
     return figures
 
 
@@ -439,6 +448,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer inputs, no 2 s row")
     parser.add_argument("--only", default="", help="run only these tables, e.g. 1,2")
+    parser.add_argument(
+        "--python",
+        action="append",
+        default=[],
+        help="also run table 1's extract() and bare worker rows with their client on this interpreter (its "
+        "environment must have the package installed); repeatable",
+    )
     args = parser.parse_args()
     parts = set(args.only.split(",")) if args.only else {"1", "2", "3"}
     big, small = (1000, 500) if args.quick else (4000, 2000)
@@ -452,8 +468,10 @@ def main() -> None:
         clients.append(("threaded-openai", small))
         clients.append(("extract-guidance", small))
         clients.append(("instructor", small) if installed("instructor") else ("instructor (not installed)", 0))
+        clients += [(f"{name}@{python}", big) for python in args.python for name in ("extract", "bare-aiohttp-workers")]
         for name, n in clients:
-            figures = measure(name, latency, n) if n else {"name": name, "error": "not installed"}
+            name, _, python = name.partition("@")
+            figures = measure(name, latency, n, python) if n else {"name": name, "error": "not installed"}
             rows.append(row(figures, ideal, latency))
             print(" ", rows[-1], flush=True)
         if not args.quick:
