@@ -34,6 +34,8 @@ from guidance_deepinfra.enforcement.matcher import compile_node
 from guidance_deepinfra.profile import ProfileRegistry
 from guidance_deepinfra.testing import FakeDeepInfra, Reply
 
+pytestmark = pytest.mark.slow  # hypothesis searches through the real request path
+
 #: Examples per property; raise it for a deeper search, e.g. HARDENING_EXAMPLES=500.
 PROPERTY_SETTINGS = settings(
     max_examples=int(os.environ.get("HARDENING_EXAMPLES", "30")),

@@ -20,6 +20,8 @@ distributed = pytest.importorskip(
 from guidance_deepinfra.extract_dask import extract_on_dask  # noqa: E402
 from guidance_deepinfra.testing import FakeDeepInfra, Reply  # noqa: E402
 
+pytestmark = pytest.mark.slow  # a Dask cluster's worker processes, one killed mid-run
+
 SCHEMA = {
     "type": "object",
     "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},

@@ -260,6 +260,7 @@ def test_a_retry_after_that_outlasts_the_retries_holds_every_new_request() -> No
     assert sent[1][0] - first_429 >= 0.35  # nothing was sent during the server's Retry-After
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["headers", "error body", "answer body"])
 def test_a_server_that_trickles_cannot_hold_a_fast_path_request_past_the_timeout(case: str) -> None:
     from test_reliability_timeouts import TricklingServer, _response

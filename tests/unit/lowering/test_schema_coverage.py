@@ -11,7 +11,7 @@ import pytest
 from guidance_deepinfra.lowering.schema import prepare
 from guidance_deepinfra.testing.schema_samples import invalid_document, regex_example, valid_document
 
-BENCH = Path(__file__).resolve().parent.parent / "bench" / "schema_coverage.py"
+BENCH = Path(__file__).resolve().parents[3] / "bench" / "schema_coverage.py"
 
 
 def _coverage_module():
@@ -23,6 +23,7 @@ def _coverage_module():
     return module
 
 
+@pytest.mark.slow
 def test_sample_of_real_world_schemas_is_handled_end_to_end() -> None:
     coverage = _coverage_module()
     if not coverage.DATA.is_dir():

@@ -7,8 +7,12 @@ import json
 import socket
 import time
 
+import pytest
+
 from guidance_deepinfra.testing import FakeDeepInfra, Reply
 from guidance_deepinfra.testing.fake_server import LISTEN_BACKLOG
+
+pytestmark = pytest.mark.slow  # bursts of connections against a server made to sleep
 
 
 def test_a_burst_of_a_thousand_connections_waits_in_the_backlog() -> None:

@@ -269,6 +269,7 @@ def test_a_server_capping_requests_in_flight_holds_the_window_just_above_the_cap
     assert limiter.cuts >= 3
 
 
+@pytest.mark.slow
 def test_pause_holds_new_requests() -> None:
     async def scenario() -> tuple[float, float]:
         limiter = AdaptiveLimiter(4)

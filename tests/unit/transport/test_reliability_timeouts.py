@@ -24,6 +24,8 @@ from guidance_deepinfra import DeepInfra, DeepInfraError, ProtocolError, Request
 from guidance_deepinfra.profile import ProfileRegistry
 from guidance_deepinfra.testing import FakeDeepInfra, Reply
 
+pytestmark = pytest.mark.slow  # each test waits for a timeout and measures the elapsed time
+
 TIMEOUT = 1.0
 
 

@@ -134,6 +134,7 @@ def run_cli(files: Path, base_url: str) -> subprocess.Popen[str]:
     return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_resume_gives_every_record_exactly_once(files: Path, holding_server) -> None:
     server, responder = holding_server
     n = 40

@@ -2,6 +2,8 @@
 
 Every test runs the real command over real HTTP against a loopback server whose behaviour is set in
 `probe_servers`, then reads the printed table and the profile file, and loads that file into models.
+A whole probe run takes about a second of streamed requests: all but one of those runs carry the slow mark,
+so `-m "not slow"` still runs the probe end to end once.
 """
 
 from __future__ import annotations
@@ -96,6 +98,7 @@ def test_a_server_that_enforces_every_keyword(tmp_path, monkeypatch, capsys) -> 
     assert "probe-test-key" not in (tmp_path / "profiles.json").read_text() + run.out + run.err
 
 
+@pytest.mark.slow
 def test_a_server_that_ignores_every_keyword_and_the_regex(tmp_path, monkeypatch, capsys) -> None:
     behaviour = Behaviour(enforced=frozenset(), regex="ignore")
     run = probe(tmp_path, monkeypatch, capsys, {MODEL: behaviour}, "--yes")
@@ -112,6 +115,7 @@ def test_a_server_that_ignores_every_keyword_and_the_regex(tmp_path, monkeypatch
         assert json.dumps(violating) in body["messages"][-1]["content"]
 
 
+@pytest.mark.slow
 def test_a_server_enforcing_some_keywords_is_told_apart(tmp_path, monkeypatch, capsys) -> None:
     held = frozenset({"enum", "required", "minimum", "maximum"})
     run = probe(tmp_path, monkeypatch, capsys, {MODEL: Behaviour(enforced=held)}, "--yes")
@@ -126,6 +130,7 @@ def test_a_server_enforcing_some_keywords_is_told_apart(tmp_path, monkeypatch, c
     assert cell(run, "keyword:enum") == "enforced"
 
 
+@pytest.mark.slow
 def test_a_server_refusing_json_object_with_405(tmp_path, monkeypatch, capsys) -> None:
     run = probe(tmp_path, monkeypatch, capsys, {MODEL: Behaviour(json_object=False)}, "--yes")
     assert cell(run, "json_object") == f"refused (405: json_object response format is not supported for model: {MODEL})"
@@ -142,6 +147,7 @@ def test_a_server_refusing_json_schema_measures_no_keyword(tmp_path, monkeypatch
     assert run.data["models"][MODEL]["profile"]["json_schema"] is False
 
 
+@pytest.mark.slow
 def test_strict_refused_and_the_keywords_then_sent_without_it(tmp_path, monkeypatch, capsys) -> None:
     behaviour = Behaviour(strict=False)
     run = probe(tmp_path, monkeypatch, capsys, {MODEL: behaviour}, "--yes")
@@ -151,6 +157,7 @@ def test_strict_refused_and_the_keywords_then_sent_without_it(tmp_path, monkeypa
     assert len(with_strict) == 1, "only the strict check itself sends strict once it is refused"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("limit", "overflow", "expected"),
     [
@@ -166,6 +173,7 @@ def test_the_stop_limit(tmp_path, monkeypatch, capsys, limit: int, overflow: str
     assert run.data["models"][MODEL]["measured"]["stop_limit"]["value"] == expected
 
 
+@pytest.mark.slow
 def test_a_model_answering_a_prefix_as_a_new_turn(tmp_path, monkeypatch, capsys) -> None:
     run = probe(tmp_path, monkeypatch, capsys, {MODEL: Behaviour(continuation=False)}, "--yes")
     assert cell(run, "continuation") == "new turn (prefix ignored)"
@@ -173,6 +181,7 @@ def test_a_model_answering_a_prefix_as_a_new_turn(tmp_path, monkeypatch, capsys)
     assert load_profile(tmp_path / "profiles.json", MODEL).continuation is False
 
 
+@pytest.mark.slow
 def test_no_logprobs_no_tools_no_streamed_cost_no_regex(tmp_path, monkeypatch, capsys) -> None:
     behaviour = Behaviour(logprobs=False, tools=False, streamed_cost=False, regex="refuse")
     run = probe(tmp_path, monkeypatch, capsys, {MODEL: behaviour}, "--yes")
@@ -183,6 +192,7 @@ def test_no_logprobs_no_tools_no_streamed_cost_no_regex(tmp_path, monkeypatch, c
     assert load_profile(tmp_path / "profiles.json", MODEL) == ModelProfile(logprobs=False, tools=False)
 
 
+@pytest.mark.slow
 def test_top_logprobs_without_alternatives(tmp_path, monkeypatch, capsys) -> None:
     run = probe(tmp_path, monkeypatch, capsys, {MODEL: Behaviour(top_logprobs=False)}, "--yes")
     assert cell(run, "logprobs").startswith("accepted, ")
@@ -190,6 +200,7 @@ def test_top_logprobs_without_alternatives(tmp_path, monkeypatch, capsys) -> Non
     assert load_profile(tmp_path / "profiles.json", MODEL).logprobs is False
 
 
+@pytest.mark.slow
 def test_several_models_get_a_column_and_a_profile_each(tmp_path, monkeypatch, capsys) -> None:
     other = "probe/model-b"
     run = probe(tmp_path, monkeypatch, capsys, {MODEL: Behaviour(), other: Behaviour(json_object=False)}, "--yes")
@@ -202,12 +213,14 @@ def test_several_models_get_a_column_and_a_profile_each(tmp_path, monkeypatch, c
     assert profiles == {MODEL: ModelProfile(), other: ModelProfile(json_object=False)}
 
 
+@pytest.mark.slow
 def test_a_second_run_adds_to_the_profile_file(tmp_path, monkeypatch, capsys) -> None:
     probe(tmp_path, monkeypatch, capsys, {MODEL: Behaviour()}, "--yes")
     probe(tmp_path, monkeypatch, capsys, {"probe/model-c": Behaviour(tools=False)}, "--yes")
     assert set(load_profiles(tmp_path / "profiles.json")) == {MODEL, "probe/model-c"}
 
 
+@pytest.mark.slow
 def test_the_plan_is_shown_and_nothing_is_sent_without_a_yes(tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
     run = probe(tmp_path, monkeypatch, capsys, {MODEL: Behaviour()})
@@ -250,6 +263,7 @@ def test_no_key_no_request(tmp_path, monkeypatch, capsys) -> None:
     assert not (tmp_path / "p.json").exists()
 
 
+@pytest.mark.slow
 def test_an_unknown_model_is_reported_and_the_others_probed(tmp_path, monkeypatch, capsys) -> None:
     from guidance_deepinfra.testing import Reply
 
@@ -273,6 +287,7 @@ def test_an_unknown_model_is_reported_and_the_others_probed(tmp_path, monkeypatc
     assert set(load_profiles(output)) == {MODEL}
 
 
+@pytest.mark.slow
 def test_a_probe_file_feeds_deepinfra_and_declare_profile(tmp_path, monkeypatch, capsys, fake) -> None:
     """The measured profile is used as it stands: the model never spends a request learning it again."""
     from guidance import assistant, user

@@ -19,7 +19,7 @@ import pytest
 
 from guidance_deepinfra.testing import Reply
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 BLOCK = re.compile(
     r"(?:<!-- fake-replies(?P<by_prompt>-by-prompt)?: (?P<replies>.*?) -->\n)?```python\n(?P<code>.*?)```", re.DOTALL
 )

@@ -24,7 +24,7 @@ from guidance_deepinfra.notebook import provenance_note, run_notebook, scripted_
 from guidance_deepinfra.testing import FakeDeepInfra
 from guidance_deepinfra.testing.fake_server import COST_PER_TOKEN
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 CASSETTES = ROOT / "cassettes" / "notebooks"
 
@@ -56,6 +56,7 @@ def test_every_notebook_has_its_cassette_and_no_cassette_is_orphaned() -> None:
     assert names == set(json.loads((CASSETTES / "provenance.json").read_text()))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_replays_offline_with_its_saved_outputs(path: Path) -> None:
     saved = nbformat.read(path, as_version=4)
@@ -123,6 +124,7 @@ def copy_project(tmp_path: Path, notebook: Path) -> Path:
     return tmp_path / "notebooks" / notebook.name
 
 
+@pytest.mark.slow
 def test_replay_wording_follows_a_live_provenance(tmp_path: Path) -> None:
     copied = copy_project(tmp_path, NOTEBOOKS[0])
     file = tmp_path / "cassettes" / "notebooks" / "provenance.json"
@@ -138,6 +140,7 @@ def test_replay_wording_follows_a_live_provenance(tmp_path: Path) -> None:
     assert "synthesized" not in first and "fixed price" not in first
 
 
+@pytest.mark.slow
 def test_record_mode_writes_a_live_provenance_and_refuses_to_replace_a_synthesized_one_silently(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -172,6 +175,7 @@ def test_record_mode_writes_a_live_provenance_and_refuses_to_replace_a_synthesiz
             assert printed(new) == printed(old)
 
 
+@pytest.mark.slow
 def test_a_request_the_cassette_lacks_fails_the_notebook(tmp_path: Path) -> None:
     from nbclient.exceptions import CellExecutionError
 

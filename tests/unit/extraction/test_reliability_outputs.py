@@ -80,6 +80,7 @@ def _limit_file_size(limit: int) -> Any:
     return apply
 
 
+@pytest.mark.slow
 def test_a_short_failed_write_is_rolled_back_and_a_rerun_completes(tmp_path: Path) -> None:
     schema, inputs = _write_job(tmp_path)
     output = tmp_path / "out.jsonl"
@@ -119,6 +120,7 @@ def _mount_namespace_prefix() -> list[str] | None:
     return None
 
 
+@pytest.mark.slow
 def test_disk_full_on_a_small_tmpfs_stops_cleanly_and_a_rerun_completes(tmp_path: Path) -> None:
     prefix = _mount_namespace_prefix()
     if prefix is None:

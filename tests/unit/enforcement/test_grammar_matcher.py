@@ -112,6 +112,7 @@ def test_server_form_of_joins_and_finite_languages() -> None:
 TRANSLATED = [r"\d{3}-\d{4}", r"[A-Z][a-z]+ [0-9]{1,3}(\.\d+)?", r"(ab|c[de])*x?", r"\w+@\w+\.(com|org)", r"\s?-?\d+"]
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None)
 @given(data=st.data(), source=st.sampled_from(TRANSLATED))
 def test_every_string_the_translation_allows_is_accepted_by_llguidance(data, source: str) -> None:

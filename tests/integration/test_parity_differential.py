@@ -303,6 +303,7 @@ def compare(program: list[Statement]) -> None:
     assert run_plugin(program) == (local_text, local_captures)
 
 
+@pytest.mark.slow
 @settings(
     max_examples=60,
     derandomize=True,
@@ -359,6 +360,7 @@ def test_regression_json_inside_a_join() -> None:
     compare([statement(node, " = -13x", {"j1", "whole0", "r"})])
 
 
+@pytest.mark.slow
 @settings(max_examples=40, derandomize=True, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 @given(
     program=programs(),

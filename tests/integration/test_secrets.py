@@ -29,7 +29,7 @@ from guidance_deepinfra.testing import FakeDeepInfra, Reply
 KEY = "sk-SECRETKEY-5f0c9a7e3b1d42c8a6e4f2b0d8c6a4e2"
 #: Distinctive pieces of the key, so a truncated or re-encoded copy is found too.
 KEY_PARTS = ("SECRETKEY", "5f0c9a7e3b1d42c8", "a6e4f2b0d8c6a4e2")
-CASSETTES = Path(__file__).resolve().parent.parent / "cassettes"
+CASSETTES = Path(__file__).resolve().parents[2] / "cassettes"
 LOGGERS = ("", "guidance_deepinfra", "openai", "httpx2", "httpx", "httpcore", "guidance")
 
 #: Response headers a live server may send that identify an account, a session or a request.
@@ -443,6 +443,7 @@ def test_an_echoed_key_in_an_extracted_result_is_not_written(tmp_path: Path) -> 
     _assert_clean((tmp_path / "out.jsonl").read_text(encoding="utf-8"), "the results file")
 
 
+@pytest.mark.slow  # a whole probe run, about a second of requests
 def test_the_probe_file_never_holds_an_echoed_key(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

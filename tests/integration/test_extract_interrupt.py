@@ -12,7 +12,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from guidance_deepinfra.testing import FakeDeepInfra, Reply
+
+pytestmark = pytest.mark.slow  # a command line process interrupted with SIGINT and rerun
 
 SCHEMA = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
 

@@ -14,7 +14,7 @@ from guidance_deepinfra.demo.provenance import describe, today
 from guidance_deepinfra.testing import FakeDeepInfra
 from guidance_deepinfra.testing.fake_server import COST_PER_TOKEN
 
-CASSETTES = Path(__file__).resolve().parent.parent / "cassettes"
+CASSETTES = Path(__file__).resolve().parents[2] / "cassettes"
 
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))

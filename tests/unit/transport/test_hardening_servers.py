@@ -278,6 +278,7 @@ def test_hung_stream_times_out(fake: FakeDeepInfra, make_model: MakeModel, sleep
     assert len(fake.requests) == 1 and sleeps == []  # text may have been shown: no retry mid-stream
 
 
+@pytest.mark.slow  # waits for a timeout to end a hung request
 def test_hung_connection_before_headers_is_retried_then_times_out(
     fake: FakeDeepInfra, make_model: MakeModel, sleeps: list[float]
 ) -> None:
@@ -287,6 +288,7 @@ def test_hung_connection_before_headers_is_retried_then_times_out(
     assert len(fake.requests) == 2 and len(sleeps) == 1
 
 
+@pytest.mark.slow  # waits for a timeout to end a hung request
 def test_stream_stalling_after_some_text_times_out(fake: FakeDeepInfra, make_model: MakeModel) -> None:
     fake.push(Reply.text("Hello there, friend", chunk_size=4, chunk_delay=0.6))
     error = _run_failing(_ready(make_model, timeout=0.3), RequestTimeoutError)
@@ -307,6 +309,7 @@ def test_keepalive_comments_and_unknown_fields_are_ignored(fake: FakeDeepInfra, 
     assert lm["answer"] == "Hello"
 
 
+@pytest.mark.slow  # waits for a timeout to end a hung request
 def test_slow_first_answer_then_success(fake: FakeDeepInfra, make_model: MakeModel, sleeps: list[float]) -> None:
     fake.push(Reply.hanging(5, before_headers=True), Reply.text("Hello!"))
     lm = _run_ok(_ready(make_model, timeout=0.3, max_retries=2))
@@ -595,7 +598,10 @@ FAILURES = {
 }
 
 
-@pytest.mark.parametrize("failure", sorted(FAILURES))
+# The hung case waits for the 0.3 s timeout on every node kind: slow (test_hung_stream_times_out stays fast).
+@pytest.mark.parametrize(
+    "failure", [pytest.param(f, marks=pytest.mark.slow) if f == "hung" else f for f in sorted(FAILURES)]
+)
 @pytest.mark.parametrize("kind", sorted(NODES))
 def test_a_failed_call_sets_no_capture_for_any_node(
     fake: FakeDeepInfra, make_model: MakeModel, sleeps: list[float], kind: str, failure: str
@@ -614,6 +620,7 @@ def test_a_failed_call_sets_no_capture_for_any_node(
     assert len(fake.requests) == expected_requests and len(sleeps) == expected_requests - 1
 
 
+@pytest.mark.slow  # measures the elapsed time
 def test_a_stream_kept_alive_without_end_hits_the_deadline(fake: FakeDeepInfra, make_model: MakeModel) -> None:
     # Each comment arrives well within the per-read timeout, so only the total deadline can end this.
     lines = [_chunk(_text_choice("Hel"))] + [b": keep-alive\n\n"] * 40
