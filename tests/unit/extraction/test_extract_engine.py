@@ -425,6 +425,7 @@ def test_an_answered_input_starts_the_next_request_before_other_answers_are_chec
     assert batch.counts.done == 4
 
 
+@pytest.mark.slow  # measures the elapsed time
 def test_a_task_waiting_out_a_backoff_is_replaced_so_the_window_stays_full() -> None:
     """With two slots, one input waits 0.3 s inside its request (a retry's backoff): the other slot and the
     waiting input's slot keep two requests of other inputs in flight meanwhile."""

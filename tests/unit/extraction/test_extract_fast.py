@@ -241,6 +241,7 @@ def test_proxy_variables_are_honoured_except_for_a_loopback_address(monkeypatch:
         assert extract(["name=A age=1"], Person, api_key=KEY, base_url=fake.base_url) == [Person(name="A", age=1)]
 
 
+@pytest.mark.slow  # measures the elapsed time
 def test_a_retry_after_that_outlasts_the_retries_holds_every_new_request() -> None:
     sent: list[tuple[float, str]] = []
 
