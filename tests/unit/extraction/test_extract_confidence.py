@@ -191,7 +191,8 @@ BOTH_INPUTS = {
 }
 
 
-@pytest.mark.parametrize("model", ["test/model", "test/no-schema"])
+# The model without json_schema runs both paths through the fallback: slow, the first model stays quick.
+@pytest.mark.parametrize("model", ["test/model", pytest.param("test/no-schema", marks=pytest.mark.slow)])
 def test_both_paths_give_the_same_confidence_records(tmp_path: Path, model: str) -> None:
     runs = {}
     for fast in (True, False):

@@ -125,7 +125,8 @@ def comparable(record: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
-@pytest.mark.parametrize("model", ["test/model", "test/no-schema"])
+# The model without json_schema runs both paths through the fallback: slow, the first model stays quick.
+@pytest.mark.parametrize("model", ["test/model", pytest.param("test/no-schema", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("schema", [SCHEMA, Person], ids=["json-schema", "pydantic"])
 def test_both_paths_send_the_same_requests_and_write_the_same_records(tmp_path: Path, model: str, schema: Any) -> None:
     runs = run_both(tmp_path, model, schema)

@@ -455,6 +455,7 @@ def test_grammar_captures_are_placed_where_their_rule_closed() -> None:
     assert grammar_capture_log_probs(answer, {"x": "Bob"}, {"x": 16}, pieces) == {"x": None}
 
 
+@pytest.mark.slow  # a hypothesis search
 @settings(max_examples=150, deadline=None)
 @given(
     options=st.lists(st.text('abcé" ', min_size=1, max_size=6), min_size=2, max_size=5, unique=True),

@@ -144,6 +144,7 @@ _ALPHABET = "ab1 X"
 _REGEXES = [r"a+b", r"\d", r"b|ab", r"a.b", r"[[:upper:]]", r"(?i)x", r"a{2}|1 ", r"\s\p{L}", r"a11|1", r"a.*1"]
 
 
+@pytest.mark.slow  # a hypothesis search
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     body=st.text(_ALPHABET, max_size=12),
@@ -164,6 +165,7 @@ def test_scanner_matches_the_local_engine(body: str, regex: str, pieces: list[in
     assert (shown, scanner.stop_text) == expected
 
 
+@pytest.mark.slow  # a hypothesis search
 @settings(max_examples=60, deadline=None)
 @given(
     body=st.text(_ALPHABET, max_size=12),
