@@ -9,15 +9,18 @@ The SDK's own retries are switched off so that retrying happens here and only he
 from __future__ import annotations
 
 import email.utils
+import functools
 import importlib
 import logging
 import math
+import os
 import random
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from ssl import SSLContext
 from typing import Any
 from urllib.parse import urlparse
 
@@ -260,8 +263,12 @@ def display_url(url: str) -> str:
     return f"{parsed.scheme}://{host}{parsed.path}"
 
 
+@functools.cache
 def _httpx_module() -> Any:
-    """The HTTP library the installed openai SDK is built on (httpx2 for openai 3, httpx before)."""
+    """The HTTP library the installed openai SDK is built on (httpx2 for openai 3, httpx before).
+
+    Asked once per process: the answer cannot change, and asking builds an SDK client (with its TLS context).
+    """
     try:
         import httpx2
 
@@ -272,6 +279,22 @@ def _httpx_module() -> Any:
     import httpx
 
     return httpx
+
+
+@functools.lru_cache(maxsize=8)
+def _verifying_context(library: str, cert_file: str | None, cert_dir: str | None) -> SSLContext:
+    """The TLS context every model's HTTP client verifies DeepInfra's certificate with, built once per process
+    and certificate settings (``SSL_CERT_FILE`` / ``SSL_CERT_DIR``, read by the HTTP library as it builds it).
+
+    Building one reads the whole CA bundle (about 30 ms), which every `DeepInfra(...)` used to pay; a context
+    is safe to share between clients and threads, and verification stays on (certificate and host name).
+    """
+    return importlib.import_module(library).create_ssl_context()  # type: ignore[no-any-return]
+
+
+def shared_tls_context(httpx: Any) -> SSLContext:
+    """`_verifying_context` for the current certificate settings."""
+    return _verifying_context(httpx.__name__, os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
 
 
 def _httpcore_module(httpx: Any) -> Any:
@@ -342,7 +365,7 @@ def reusing_http_client(stream_deadline: float | None = None) -> Any:
     limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
 
     def bounded_transport(proxy: str | None = None) -> Any:
-        transport = ReusingTransport(limits=limits, proxy=proxy)
+        transport = ReusingTransport(limits=limits, proxy=proxy, verify=shared_tls_context(httpx))
         if not install_deadlines(transport, core):
             logger.debug("unknown HTTP library layout: timeouts bound each read, not the total of a request")
         return transport
