@@ -17,6 +17,7 @@ from guidance.models import Model
 from .bounds import check_positive_int
 from .enforcement.grammar import GrammarMixin
 from .enforcement.json_select import JsonSelectMixin
+from .enforcement.tool_calls import ToolCallMixin
 from .errors import ConfigurationError, MissingAPIKeyError
 from .interpreter.base import DeepInfraBaseInterpreter, DeepInfraImageMixin, DeepInfraState
 from .profile import PROFILES, ModelProfile, ProfileRegistry
@@ -29,13 +30,14 @@ DEFAULT_MODEL = "meta-llama/Llama-3.3-70B-Instruct-Turbo"
 API_KEY_VARIABLES = ("DEEPINFRA_API_KEY", "DEEPINFRA_TOKEN")
 
 
-class DeepInfraInterpreter(DeepInfraImageMixin, JsonSelectMixin, GrammarMixin, DeepInfraBaseInterpreter):
+class DeepInfraInterpreter(DeepInfraImageMixin, JsonSelectMixin, GrammarMixin, ToolCallMixin, DeepInfraBaseInterpreter):
     """guidance interpreter for DeepInfra chat models: the base chat interpreter plus one mixin per kind of node.
 
     Each constraint mixin overrides `constrained_rule` for the nodes it handles and passes the rest on with
     `super()`: JSON and literal selects go to DeepInfra's server-side structured output (`JsonSelectMixin`),
-    everything else is generated and checked with llguidance on the client (`GrammarMixin`). The image mixin
-    sends image nodes as image parts of the user message.
+    everything else is generated and checked with llguidance on the client (`GrammarMixin`). Tool calls are
+    checked against their tools' schemas before any tool runs (`ToolCallMixin`). The image mixin sends image
+    nodes as image parts of the user message.
     """
 
 

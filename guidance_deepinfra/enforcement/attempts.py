@@ -1,9 +1,10 @@
 """The one attempt loop of a client-checked constraint, without I/O: what to send, when to stop, what it cost.
 
 Every constraint checked on the client runs through `AttemptLoop`: json() and literal select() in a program
-(`enforcement.json_select`), the extraction fast path (`extraction.fast`) and the grammar ladder
-(`enforcement.ladder`). The loop owns what they share: the bounds (``max_attempts`` answers, ``token_budget``
-tokens, see `limits`), the constraint's usage stats, a request whose form the server refused, and the
+(`enforcement.json_select`), the extraction fast path (`extraction.fast`), the grammar ladder
+(`enforcement.ladder`) and the arguments of tool calls (`enforcement.tool_calls`). The loop owns what they
+share: the bounds (``max_attempts`` answers, ``token_budget`` tokens, see `limits`), the constraint's usage
+stats, a request whose form the server refused, and the
 `ConstraintError` when no answer was accepted. What differs is an `AttemptStrategy`: how the next request is
 lowered, how an answer is checked, and how a refused answer turns into the next request (feedback, repair, a
 fresh answer). The drivers `run_attempts` (a guidance interpreter's generator) and `arun_attempts` (asyncio) do
@@ -55,6 +56,9 @@ class AttemptStrategy(Protocol[AnswerT_contra, AcceptedT_co]):
 
     #: Every judged answer (and refused request) of this constraint, shown in the `ConstraintError`.
     attempts: list[Attempt]
+
+    #: The error raised when no answer was accepted (`ConstraintError` or a subclass naming the constraint).
+    error_type: type[ConstraintError]
 
     def kind(self) -> str:
         """The usage bucket the constraint's stats go to (read when they are recorded)."""
@@ -154,10 +158,11 @@ class AttemptLoop(Generic[AnswerT, AcceptedT]):
         return None
 
     def error(self) -> ConstraintError:
-        """The error of a loop that stopped without an accepted answer (recorded as failed)."""
+        """The error of a loop that stopped without an accepted answer (recorded as failed), of the strategy's
+        own `ConstraintError` type."""
         self.record(satisfied=False)
         stop = self.stop or Stop("attempts", self.answers, self.max_attempts, sum(self.spent), self.token_budget)
-        return ConstraintError(
+        return self.strategy.error_type(
             self.strategy.failure(stop),
             constraint=self.strategy.describe(),
             attempts=self.strategy.attempts,
@@ -290,6 +295,8 @@ def next_continuation(
 
 class JsonAttempts:
     """The `AttemptStrategy` of json() and literal select(): answers arrive checked as `CheckedAnswer`."""
+
+    error_type = ConstraintError
 
     def __init__(
         self,

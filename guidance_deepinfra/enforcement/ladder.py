@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from guidance._ast import GrammarNode, RegexNode, RuleNode
 
 from ..bounds import current_limits
-from ..errors import Attempt, InvalidParameterError, UnsupportedFeatureError
+from ..errors import Attempt, ConstraintError, InvalidParameterError, UnsupportedFeatureError
 from ..interpreter.grammar_attrs import request_attributes
 from ..interpreter.logprobs import Piece, carried_pieces, grammar_capture_log_probs, reply_pieces
 from ..lowering import prompts
@@ -72,6 +72,8 @@ class GrammarLadder:
     """Runs the ladder for one grammar node on one interpreter state: the `AttemptStrategy` of a grammar, whose
     answers are the replies as collected (`CallResult`) and whose accepted value is the local run along the
     accepted text (`Followed`)."""
+
+    error_type = ConstraintError
 
     def __init__(
         self,

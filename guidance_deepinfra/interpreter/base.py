@@ -11,7 +11,6 @@ Constraint nodes (json, select, regex, grammars) are handled by the mixins compo
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -25,7 +24,6 @@ from guidance._ast import (
     RegexNode,
     RuleNode,
     SelectNode,
-    ToolCallNode,
 )
 from guidance._tools import Tool
 from guidance.models._openai_base import (
@@ -43,9 +41,7 @@ from openai.types.chat import ChatCompletionChunk
 from openai.types.chat.chat_completion_chunk import Choice, ChoiceDelta
 from pydantic import TypeAdapter
 
-from ..bounds import current_limits
-from ..errors import Attempt, InvalidProgramError, ToolArgumentsError, UnsupportedFeatureError
-from ..lowering import tool_args as _tool_args
+from ..errors import InvalidProgramError, UnsupportedFeatureError
 from ..profile import ModelProfile, ProfileRegistry, profile_field_for
 from ..transport import body as _request
 from ..transport.client import Transport
@@ -386,58 +382,6 @@ class DeepInfraBaseInterpreter(BaseOpenAIInterpreter):
             else:
                 yield from self.run(statement, **kwargs)
 
-    def tool_call(self, node: ToolCallNode, **kwargs: Any) -> Iterator[OutputAttr]:
-        self._check_can_generate()
-        if not self.profile.tools:
-            raise UnsupportedFeatureError(
-                f"Tool calling is not supported for model: {self.model}", feature="tools", model=self.model
-            )
-        tools = [_tool_spec(name, tool) for name, tool in node.tools.items()]
-        schemas = _tool_args.tool_schemas(node.tools)
-        bounds = current_limits(self.max_attempts)
-        max_attempts = bounds.max_attempts or 1
-        base = self.request_messages()
-        tokens_before = (self.state.usage.prompt_tokens, self.state.usage.completion_tokens)
-        stats = self.state.usage.constraint("tool_arguments")
-        attempts: list[Attempt] = []
-        feedback: list[dict[str, Any]] = []
-        while len(attempts) < max_attempts:
-            body = self.build_body(
-                messages=base + feedback,
-                sampling_params=kwargs.get("sampling_params"),
-                tools=tools,
-                tool_choice=node.tool_choice,
-            )
-            stats.round_trips += 1
-            # The turn is read whole before anything is written: no tool may run on arguments not yet checked.
-            with ExitStack() as stack:
-                chunks = list(self.tap(self.open_stream(body, stack)))
-            calls = _tool_args.assemble_calls(chunks)
-            errors = [_tool_args.call_errors(call, schemas) for call in calls]
-            if not any(errors):
-                stats.satisfied += 1
-                yield from self._handle_stream(iter(chunks), _tool_args.guarded(node.tools))
-                return
-            content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-            shown = json.dumps([{"name": c.name, "arguments": c.arguments} for c in calls])
-            reasons = tuple(
-                f"{call.name}: {reason}" for call, found in zip(calls, errors, strict=True) for reason in found
-            )
-            attempts.append(Attempt(text=shown, errors=reasons, strategy="tool_call"))
-            feedback = _tool_args.feedback_messages(calls, errors, content)
-            usage = self.state.usage
-            spent = usage.prompt_tokens - tokens_before[0] + usage.completion_tokens - tokens_before[1]
-            if bounds.token_budget is not None and spent >= bounds.token_budget:
-                break
-        stats.failed += 1
-        raise ToolArgumentsError(
-            f"the model's tool call arguments did not fit the tools' schemas in {len(attempts)} attempt(s); "
-            "no tool was run with them; last errors: " + "; ".join(attempts[-1].errors[:3]),
-            constraint="tool arguments: " + ", ".join(sorted(schemas)),
-            attempts=attempts,
-            model=self.model,
-        )
-
 
 class DeepInfraImageMixin(OpenAIImageMixin):
     """Images go to DeepInfra's vision models as ``image_url`` content parts (data URLs for blobs)."""
@@ -487,7 +431,7 @@ def _text_chunk(text: str, model: str) -> ChatCompletionChunk:
     )
 
 
-def _tool_spec(name: str, tool: Tool) -> dict[str, Any]:
+def tool_spec(name: str, tool: Tool) -> dict[str, Any]:
     spec = tool.with_name(name).to_openai_style()
     if spec.get("type") != "function":
         raise InvalidProgramError(f"tool {name!r}: DeepInfra supports only function tools, not {spec.get('type')!r}")

@@ -248,7 +248,8 @@ def test_guidance_models_gains_deepinfra() -> None:
 def test_the_interpreter_is_one_class_defined_in_source() -> None:
     from guidance_deepinfra.enforcement.grammar import GrammarMixin
     from guidance_deepinfra.enforcement.json_select import JsonSelectMixin
-    from guidance_deepinfra.interpreter.base import DeepInfraImageMixin
+    from guidance_deepinfra.enforcement.tool_calls import ToolCallMixin
+    from guidance_deepinfra.interpreter.base import DeepInfraBaseInterpreter, DeepInfraImageMixin
     from guidance_deepinfra.model import DeepInfraInterpreter
 
     # Building a model sends nothing, so no server is needed here.
@@ -258,6 +259,7 @@ def test_the_interpreter_is_one_class_defined_in_source() -> None:
     assert DeepInfraInterpreter.__module__ == f"{PACKAGE}.model"
     mro = DeepInfraInterpreter.__mro__
     assert mro.index(DeepInfraImageMixin) < mro.index(JsonSelectMixin) < mro.index(GrammarMixin)
+    assert mro.index(GrammarMixin) < mro.index(ToolCallMixin) < mro.index(DeepInfraBaseInterpreter)
 
 
 # --------------------------------------------------------------------------- imports between modules

@@ -28,6 +28,8 @@ from guidance_deepinfra.usage import DeepInfraUsage
 class Scripted:
     """A strategy accepting the answer "ok"; it records every request it was asked for."""
 
+    error_type = ConstraintError
+
     def __init__(self, *, hopeless: bool = False, refusals_taken: int = 0) -> None:
         self.attempts: list[Attempt] = []
         self.requests: list[int | None] = []

@@ -121,7 +121,9 @@ def test_invalid_tool_arguments_are_fed_back_and_never_reach_the_callable(fake, 
         lm += gen("answer", max_tokens=10)
     history = fake.last["messages"]
     assert [m.get("tool_call_id") for m in history if m["role"] == "tool"] == ["call_good"]
-    assert lm.usage.constraints["tool_arguments"].round_trips == 2
+    stats = lm.usage.constraints["tool_arguments"]
+    assert stats.round_trips == 2 and stats.satisfied == 1 and stats.failed == 0
+    assert stats.prompt_tokens > 0 and stats.completion_tokens > 0  # both turns' tokens, as for every constraint
 
 
 def test_missing_arguments_end_in_a_typed_error_after_the_bounded_attempts(fake, make_model) -> None:
