@@ -246,10 +246,12 @@ class Batch:
         if parked:
             self._add_workers()
 
-    def _spawn(self, work: Awaitable[None]) -> None:
+    def _spawn(self, work: Awaitable[None]) -> asyncio.Future[None]:
+        """Track `work` (a coroutine, or a future such as a record's write) until it is done."""
         running = asyncio.ensure_future(work)
         self._running.add(running)
         running.add_done_callback(self._running.discard)
+        return running
 
     async def _work(self) -> None:
         """Take inputs one after another; each waits for a slot, runs, and hands its record to a task."""
@@ -317,7 +319,13 @@ class Batch:
 
     async def _run_again(self, index: int, item: Item, outcome: Retry, runs: int) -> None:
         """Run an input again after a transient failure, ahead of fresh inputs (unless the batch stopped)."""
-        if not await self._backoff(runs, outcome):
+        if outcome.pause <= 0:  # with a pause (Retry-After) the limiter holds every request instead
+            assert self._stop_event is not None
+            try:
+                await asyncio.wait_for(self._stop_event.wait(), self.backoff(runs - 1))
+            except asyncio.TimeoutError:
+                pass
+        if self.stopped:
             return  # the batch stopped meanwhile: the input is left for a rerun
         slot = Slot(self.limiter, await self.limiter.acquire(urgent=True), self._park)
         if self.stopped:
@@ -340,17 +348,6 @@ class Batch:
             # window, and only this input waits: a pause of everything for a random 429 would idle every slot.
             self.limiter.congested(pause=outcome.pause)
 
-    async def _backoff(self, runs: int, outcome: Retry) -> bool:
-        """Wait before running an input again (a pause makes the limiter wait instead); False if the batch
-        stopped meanwhile."""
-        if outcome.pause <= 0:
-            assert self._stop_event is not None
-            try:
-                await asyncio.wait_for(self._stop_event.wait(), self.backoff(runs - 1))
-            except asyncio.TimeoutError:
-                pass
-        return not self.stopped
-
     def _record(self, index: int, item: Item, outcome: Outcome, runs: int) -> None:
         """Hand the input's record to its file; it counts as done (`_recorded`) once it is on disk."""
         record: dict[str, Any] = {"id": item.id}
@@ -370,9 +367,7 @@ class Batch:
         if writer is None:
             self._recorded(index, item, outcome, runs)
             return
-        written = writer.submit(record)
-        self._running.add(written)
-        written.add_done_callback(self._running.discard)
+        written = self._spawn(writer.submit(record))
         written.add_done_callback(lambda done: self._written(done, (index, item, outcome, runs)))
 
     def _written(self, done: asyncio.Future[None], record: Record) -> None:

@@ -265,13 +265,13 @@ def test_a_retry_after_that_outlasts_the_retries_holds_every_new_request() -> No
 @pytest.mark.slow
 @pytest.mark.parametrize("case", ["headers", "error body", "answer body"])
 def test_a_server_that_trickles_cannot_hold_a_fast_path_request_past_the_timeout(case: str) -> None:
-    from test_reliability_timeouts import TricklingServer, _response
+    from trickling_server import TricklingServer, http_head
 
     answer = b'{"choices": [{"message": {"content": "{}"}, "finish_reason": "stop"}]}' + b" " * 60
     head, body = {
-        "headers": (b"", _response("200 OK", "application/json", 0) + b"x" * 60),
-        "error body": (_response("500 Internal Server Error", "application/json", 100), b"{" + b" " * 99),
-        "answer body": (_response("200 OK", "application/json", len(answer)), answer),
+        "headers": (b"", http_head("200 OK", "application/json", 0) + b"x" * 60),
+        "error body": (http_head("500 Internal Server Error", "application/json", 100), b"{" + b" " * 99),
+        "answer body": (http_head("200 OK", "application/json", len(answer)), answer),
     }[case]
     retry = RetryPolicy(max_retries=1, sleep=lambda seconds: None)
     with TricklingServer(head, body, pause=0.3) as server:  # 20 s or more to finish each answer

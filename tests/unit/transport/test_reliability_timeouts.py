@@ -9,9 +9,7 @@ with an HTTP client the user passes.
 
 from __future__ import annotations
 
-import re
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -19,6 +17,7 @@ from typing import Any
 import openai
 import pytest
 from guidance import assistant, gen, user
+from trickling_server import TricklingServer, http_head
 
 from guidance_deepinfra import DeepInfra, DeepInfraError, ProtocolError, RequestTimeoutError, RetryPolicy
 from guidance_deepinfra.profile import ProfileRegistry
@@ -27,67 +26,6 @@ from guidance_deepinfra.testing import FakeDeepInfra, Reply
 pytestmark = pytest.mark.slow  # each test waits for a timeout and measures the elapsed time
 
 TIMEOUT = 1.0
-
-
-class TricklingServer:
-    """Answers every request with `head` at once, then `body` one byte every `pause` seconds."""
-
-    def __init__(self, head: bytes, body: bytes = b"", *, pause: float = 0.3) -> None:
-        self.head, self.body, self.pause = head, body, pause
-        self.requests = 0
-        self._stop = threading.Event()
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self._threads: list[threading.Thread] = []
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._listener.getsockname()[1]}/v1/openai"
-
-    def __enter__(self) -> TricklingServer:
-        thread = threading.Thread(target=self._accept, daemon=True)
-        thread.start()
-        self._threads.append(thread)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._listener.close()
-        for thread in self._threads:
-            thread.join(5)
-
-    def _accept(self) -> None:
-        self._listener.settimeout(0.1)
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._listener.accept()
-            except (TimeoutError, OSError):
-                continue
-            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
-            thread.start()
-            self._threads.append(thread)
-
-    def _serve(self, conn: socket.socket) -> None:
-        with conn:
-            conn.settimeout(5)
-            data = b""
-            try:
-                while b"\r\n\r\n" not in data:
-                    received = conn.recv(65536)
-                    if not received:
-                        return
-                    data += received
-                head, _, body = data.partition(b"\r\n\r\n")
-                length = re.search(rb"(?i)content-length:\s*(\d+)", head)
-                while length and len(body) < int(length.group(1)):
-                    body += conn.recv(65536)
-                self.requests += 1
-                conn.sendall(self.head)
-                for i in range(len(self.body)):
-                    if self._stop.wait(self.pause):
-                        return
-                    conn.sendall(self.body[i : i + 1])
-            except OSError:  # the client gave up: what these tests want
-                return
 
 
 def _model(base_url: str, **kwargs: Any) -> DeepInfra:
@@ -115,15 +53,11 @@ def _call(lm: DeepInfra, error: type[DeepInfraError]) -> tuple[DeepInfraError, f
     return info.value, time.monotonic() - started
 
 
-def _response(status: str, content_type: str, length: int) -> bytes:
-    return f"HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {length}\r\n\r\n".encode()
-
-
 SLOW = 20.0  # how long each trickling server would take to finish its answer
 
 
 def test_response_headers_sent_a_byte_at_a_time_hit_the_timeout() -> None:
-    headers = _response("200 OK", "text/event-stream", 0)
+    headers = http_head("200 OK", "text/event-stream", 0)
     with TricklingServer(b"", headers + b"x" * 60, pause=0.3) as server:
         assert len(headers) * 0.3 > SLOW
         error, elapsed = _call(_model(server.base_url), RequestTimeoutError)
@@ -134,7 +68,7 @@ def test_response_headers_sent_a_byte_at_a_time_hit_the_timeout() -> None:
 
 def test_an_error_body_that_trickles_hits_the_timeout() -> None:
     body = b'{"detail": "' + b"busy " * 30 + b'"}'
-    with TricklingServer(_response("500 Internal Server Error", "application/json", len(body)), body) as server:
+    with TricklingServer(http_head("500 Internal Server Error", "application/json", len(body)), body) as server:
         assert len(body) * 0.3 > SLOW
         _, elapsed = _call(_model(server.base_url), RequestTimeoutError)
     assert server.requests == 2
@@ -143,7 +77,7 @@ def test_an_error_body_that_trickles_hits_the_timeout() -> None:
 
 def test_an_html_page_that_trickles_hits_the_timeout() -> None:
     body = b"<html><body>" + b"maintenance " * 10 + b"</body></html>"
-    with TricklingServer(_response("200 OK", "text/html", len(body)), body) as server:
+    with TricklingServer(http_head("200 OK", "text/html", len(body)), body) as server:
         assert len(body) * 0.3 > SLOW
         error, elapsed = _call(_model(server.base_url, max_retries=0), ProtocolError)
     assert elapsed < TIMEOUT + 1.5, elapsed
@@ -199,7 +133,7 @@ def test_the_stream_deadline_still_bounds_a_slow_stream() -> None:
 
 def test_with_the_users_client_an_html_page_that_trickles_is_bounded() -> None:
     body = b"<html><body>" + b"maintenance " * 10 + b"</body></html>"
-    with TricklingServer(_response("200 OK", "text/html", len(body)), body) as server:
+    with TricklingServer(http_head("200 OK", "text/html", len(body)), body) as server:
         lm = _model(server.base_url, max_retries=0, http_client=openai.DefaultHttpxClient(trust_env=False))
         assert not lm.transport.bounds_every_phase
         _, elapsed = _call(lm, ProtocolError)
@@ -264,7 +198,7 @@ def test_a_loopback_base_url_never_goes_through_a_proxy(proxy_env: pytest.Monkey
 
 def test_a_trickling_server_behind_a_proxy_is_still_bounded(proxy_env: pytest.MonkeyPatch) -> None:
     body = b'{"detail": "' + b"busy " * 30 + b'"}'
-    with TricklingServer(_response("500 Internal Server Error", "application/json", len(body)), body) as server:
+    with TricklingServer(http_head("500 Internal Server Error", "application/json", len(body)), body) as server:
         proxy_env.setenv("HTTP_PROXY", server.base_url.removesuffix("/v1/openai"))
         _, elapsed = _call(_model("http://deepinfra.invalid/v1/openai"), RequestTimeoutError)
     assert server.requests == 2
