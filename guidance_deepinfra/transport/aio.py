@@ -19,6 +19,7 @@ import asyncio
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -62,6 +63,46 @@ class Completion:
     logprobs: list[Any] | None = None
 
 
+class Pacer:
+    """Runs the work that follows each answer one loop step at a time, each step's request sent before the next
+    step starts.
+
+    Answers that arrive together wake their tasks in one pass of the event loop. Each task checks its answer
+    and sends its next request, but on Python before 3.12 aiohttp writes a request in a task of its own, in
+    the loop's next pass: every request of the pass would wait behind all of the pass's checking, leave
+    together, and come back together a round trip later, so the bunch never spreads out. `turn` lets one
+    task through per pass (the others wait in line, first come first served): each request then goes out
+    right after its own answer's work, and the answers of the next round trip arrive spread out.
+    """
+
+    def __init__(self) -> None:
+        self._busy = False
+        self._waiting: deque[asyncio.Future[None]] = deque()
+
+    async def turn(self) -> None:
+        """Return when this task may run its step (at once when no other task has this pass)."""
+        loop = asyncio.get_running_loop()
+        if self._busy:
+            handed: asyncio.Future[None] = loop.create_future()
+            self._waiting.append(handed)
+            try:
+                await handed
+            except asyncio.CancelledError:
+                if handed.done() and not handed.cancelled():
+                    self._pass_on()  # handed the turn, then cancelled before using it
+                raise
+        self._busy = True
+        loop.call_soon(self._pass_on)  # runs after the step, behind the writes the step scheduled
+
+    def _pass_on(self) -> None:
+        while self._waiting:
+            handed = self._waiting.popleft()
+            if not handed.done():
+                handed.set_result(None)
+                return
+        self._busy = False
+
+
 class AsyncTransport:
     """Sends chat-completion bodies to DeepInfra without streaming; one per running batch.
 
@@ -100,6 +141,7 @@ class AsyncTransport:
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._connections = connections
         self._session: aiohttp.ClientSession | None = None
+        self.pacer = Pacer()
 
     @classmethod
     def beside(cls, transport: Transport, *, connections: int = 256) -> AsyncTransport:
@@ -218,6 +260,7 @@ class AsyncTransport:
                 raw = await response.read()
             except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
                 raise ProtocolError(f"the answer broke off: {type(exc).__name__}", status=status, model=model) from None
+        await self.pacer.turn()
         if "json" not in content_type:
             text = raw[:BODY_READ_LIMIT].decode("utf-8", errors="replace")
             text = redact(text)  # masked before it is shortened below
