@@ -11,7 +11,8 @@ come back checks it and sends the next input's request in the same step of the e
 to another task instead (a feeder woken by the release, then a task it creates) costs two more passes of the
 loop: the answers that arrive together then leave together, bunched closer each round trip, and each waits
 behind the whole bunch's checking (about 0.05 of the ideal rate at 200 in flight and 200 ms, README's
-benchmark). Whatever would hold a worker off its next request runs in a task of its own: writing a record,
+benchmark). The fast path's transport also lets these steps run one per pass of the loop (`aio.Pacer`), so
+each request is on the wire before the next answer's checking starts. Whatever would hold a worker off its next request runs in a task of its own: writing a record,
 waiting to run a requeued input again; a worker waiting out a backoff inside its request is replaced
 meanwhile. Inputs are read from their iterator only as workers take them (at most one per worker ahead), so
 a huge input file is never held in memory.
