@@ -1,6 +1,6 @@
 """Batch extraction against the fake server: `extract()` beside raw openai clients, 429s, a kill and a resume.
 
-    python bench/extract.py            # every table (about three minutes)
+    python bench/extract.py            # every table (about five minutes)
     python bench/extract.py --quick    # fewer inputs, no 2 s row
     python bench/extract.py --python PY312 --instructor-python PY_WITH_INSTRUCTOR   # the README's run
 
@@ -494,7 +494,7 @@ def main() -> None:
             rows.append(row(figures, ideal, latency))
             print(" ", rows[-1], flush=True)
         if not args.quick:
-            figures = measure("extract", 2.0, small)
+            figures = measure("extract", 2.0, big)
             rows.append(row(figures, CONCURRENCY / 2.0, 2.0))
         print(f"\n1. {CONCURRENCY} in flight, ideal = {CONCURRENCY} / latency (one client process each):\n")
         print(table(header, rows))

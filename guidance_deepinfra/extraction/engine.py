@@ -12,10 +12,10 @@ to another task instead (a feeder woken by the release, then a task it creates) 
 loop: the answers that arrive together then leave together, bunched closer each round trip, and each waits
 behind the whole bunch's checking (about 0.05 of the ideal rate at 200 in flight and 200 ms, README's
 benchmark). The fast path's transport also lets these steps run one per pass of the loop (`aio.Pacer`), so
-each request is on the wire before the next answer's checking starts. Whatever would hold a worker off its next request runs in a task of its own: writing a record,
-waiting to run a requeued input again; a worker waiting out a backoff inside its request is replaced
-meanwhile. Inputs are read from their iterator only as workers take them (at most one per worker ahead), so
-a huge input file is never held in memory.
+each request is on the wire before the next answer's checking starts. Whatever would hold a worker off its
+next request runs in a task of its own: writing a record, waiting to run a requeued input again; a worker
+waiting out a backoff inside its request is replaced meanwhile. Inputs are read from their iterator only as
+workers take them (at most one per worker ahead), so a huge input file is never held in memory.
 Records are written by `_GroupWriter`: the records finished while one write is on disk go together in the
 next write, with one fsync for all of them, and an input counts as done only once its record is durable.
 """
