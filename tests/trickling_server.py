@@ -1,5 +1,6 @@
 """A loopback server that sends its answer a byte at a time, for the tests of total time bounds
-(`tests/unit/transport/test_reliability_timeouts.py`, the extraction fast path's)."""
+(`tests/unit/transport/test_reliability_timeouts.py`, the extraction fast path's), and the raw HTTP helpers
+that it and other socket-level test servers share (`read_request`, `http_head`)."""
 
 from __future__ import annotations
 
@@ -49,17 +50,9 @@ class TricklingServer:
     def _serve(self, conn: socket.socket) -> None:
         with conn:
             conn.settimeout(5)
-            data = b""
             try:
-                while b"\r\n\r\n" not in data:
-                    received = conn.recv(65536)
-                    if not received:
-                        return
-                    data += received
-                head, _, body = data.partition(b"\r\n\r\n")
-                length = re.search(rb"(?i)content-length:\s*(\d+)", head)
-                while length and len(body) < int(length.group(1)):
-                    body += conn.recv(65536)
+                if read_request(conn) is None:
+                    return
                 self.requests += 1
                 conn.sendall(self.head)
                 for i in range(len(self.body)):
@@ -68,6 +61,21 @@ class TricklingServer:
                     conn.sendall(self.body[i : i + 1])
             except OSError:  # the client gave up: what these tests want
                 return
+
+
+def read_request(conn: socket.socket) -> bytes | None:
+    """Read one HTTP request (head and a Content-Length body) from `conn`; None if it closes first."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        received = conn.recv(65536)
+        if not received:
+            return None
+        data += received
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = re.search(rb"(?i)content-length:\s*(\d+)", head)
+    while length and len(body) < int(length.group(1)):
+        body += conn.recv(65536)
+    return body
 
 
 def http_head(status: str, content_type: str, length: int) -> bytes:

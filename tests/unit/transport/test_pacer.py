@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import pytest
+from trickling_server import http_head, read_request
 
 from guidance_deepinfra.transport.aio import AsyncTransport, Pacer
 
@@ -85,25 +86,13 @@ class _HeldAnswers:
                 "usage": {"prompt_tokens": 1, "completion_tokens": 1},
             }
         ).encode()
-        head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-        return head.encode() + body
-
-    @staticmethod
-    def _read_request(conn: socket.socket) -> None:
-        data = b""
-        while b"\r\n\r\n" not in data:
-            data += conn.recv(65536)
-        head, _, body = data.partition(b"\r\n\r\n")
-        lines = head.decode().lower().split("\r\n")
-        length = int(next(line.split(":")[1] for line in lines if line.startswith("content-length")))
-        while len(body) < length:
-            body += conn.recv(65536)
+        return http_head("200 OK", "application/json", len(body)) + body
 
     def _serve(self) -> None:
         for _ in range(2):
             conn, _ = self.listener.accept()
             self.connections.append(conn)
-            self._read_request(conn)
+            read_request(conn)
         self.received.set()
         self.go.wait(10)
         for conn in self.connections:  # both answers at once
@@ -114,7 +103,7 @@ class _HeldAnswers:
         while time.monotonic() < deadline:  # the third request, on whichever connection it came
             for conn in self.connections:
                 if self._has_bytes(conn):
-                    self._read_request(conn)
+                    read_request(conn)
                     conn.sendall(self._answer())
                     return
             time.sleep(0.005)
