@@ -34,6 +34,7 @@ from .errors import (
     RequestTimeoutError,
     ServerError,
     ToolArgumentsError,
+    UnclosedReasoningError,
     UnsupportedFeatureError,
 )
 from .extraction.api import aextract as aextract  # the same, awaited in asyncio programs
@@ -78,6 +79,7 @@ __all__ = [
     "RetryPolicy",
     "ServerError",
     "ToolArgumentsError",
+    "UnclosedReasoningError",
     "UnsupportedFeatureError",
     "UnsupportedFeatureWarning",
     "aextract",

@@ -192,6 +192,28 @@ class OutputWriteError(DeepInfraError, OSError):
         self.errno = errno
 
 
+class UnclosedReasoningError(DeepInfraError):
+    """A reply opened ``<think>`` and ended before ``</think>``: it holds reasoning and no answer.
+
+    Nothing of it is written to the program. `finish_reason` says why the reply ended (``length``: the
+    ``max_tokens`` budget, `max_tokens`, was spent reasoning), `reasoning` holds the reasoning that came.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        finish_reason: str | None,
+        max_tokens: int | None,
+        reasoning: str = "",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(message, **kwargs)
+        self.finish_reason = finish_reason
+        self.max_tokens = max_tokens
+        self.reasoning = redact(reasoning)
+
+
 @dataclass(frozen=True)
 class Attempt:
     """One try at satisfying a client-side constraint: what came back and why it was refused."""

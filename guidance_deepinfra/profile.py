@@ -16,7 +16,13 @@ import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
+
+#: How a model reasons (`ModelProfile.reasoning`): not known yet, not at all, in a delta field of its own
+#: (``reasoning_content``), or inline in ``content`` as ``<think>...</think>``.
+ReasoningShape = Literal["unknown", "none", "field", "inline"]
+
+REASONING_SHAPES: tuple[ReasoningShape, ...] = get_args(ReasoningShape)
 
 JsonMode = Literal["json_schema", "json_object", "prompt"]
 
@@ -33,6 +39,11 @@ class ModelProfile:
     - ``logprobs``: ``logprobs``/``top_logprobs`` are accepted.
     - ``continuation``: a trailing assistant message is continued (DeepInfra documents this as
       "response continuation"); when False, prefilled assistant text is refused with a clear error.
+    - ``reasoning``: how the model reasons, ``"unknown"`` until a reply shows it (learned from the first reply
+      that carries reasoning), ``"none"``, ``"field"`` (``reasoning_content``) or ``"inline"`` (``<think>``
+      in ``content``). For ``"inline"`` a reply's text before a ``</think>`` that has no opening tag is
+      reasoning too; for a model known to reason, stop strings are not sent to the server (they could fire
+      inside the reasoning) and the client's own stop scan, which starts after the reasoning, ends the text.
     """
 
     json_schema: bool = True
@@ -41,6 +52,20 @@ class ModelProfile:
     tools: bool = True
     logprobs: bool = True
     continuation: bool = True
+    reasoning: ReasoningShape = "unknown"
+
+    def __post_init__(self) -> None:
+        if self.reasoning not in REASONING_SHAPES:
+            from .errors import ConfigurationError
+
+            raise ConfigurationError(
+                f"ModelProfile(reasoning={self.reasoning!r}): expected one of {list(REASONING_SHAPES)}"
+            )
+
+    @property
+    def reasons(self) -> bool:
+        """Whether the model is known to reason (in a field or inline)."""
+        return self.reasoning in ("field", "inline")
 
     def best_json_mode(self, has_schema: bool) -> JsonMode:
         """The strongest JSON enforcement this model offers for a schema (or a schema-less json())."""
@@ -53,8 +78,12 @@ class ModelProfile:
         return "prompt"
 
     def without(self, feature: str) -> ModelProfile:
-        """A copy with one feature switched off."""
-        return dataclasses.replace(self, **{feature: False})
+        """A copy with one feature (an on/off field, not `reasoning`) switched off."""
+        return dataclasses.replace(self, **{feature: False})  # type: ignore[arg-type]
+
+    def reasoning_as(self, shape: ReasoningShape) -> ModelProfile:
+        """A copy that says the model reasons this way."""
+        return dataclasses.replace(self, reasoning=shape)
 
 
 class ProfileRegistry:
@@ -119,6 +148,22 @@ class ProfileRegistry:
             )
         return updated
 
+    def learn_reasoning(
+        self, model: str, shape: ReasoningShape, base_url: str = "", own: ModelProfile | None = None
+    ) -> ModelProfile:
+        """Record how `model` at `base_url` was seen to reason (from a reply); a declared profile stands, and
+        what is known already is not overwritten by a later reply."""
+        key = (base_url, model)
+        with self._lock:
+            declared = own if own is not None else self._declared.get(model)
+            if declared is not None:
+                return declared
+            current = self._learned.get(key, ModelProfile())
+            if current.reasoning == "unknown" and shape != "unknown":
+                current = current.reasoning_as(shape)
+                self._learned[key] = current
+            return current
+
     def forget(self, model: str | None = None, base_url: str | None = None) -> None:
         """Drop learned (not declared) answers: all, or those of one model and/or one base URL."""
 
@@ -134,7 +179,8 @@ class UnsupportedFeatureWarning(UserWarning):
     """Issued once when a model is found not to support a feature and the plugin falls back."""
 
 
-_FEATURE_FIELDS = {f.name for f in dataclasses.fields(ModelProfile)}
+#: The on/off capabilities (a refused request field switches one off); `reasoning` is not one of them.
+_FEATURE_FIELDS = {f.name for f in dataclasses.fields(ModelProfile) if f.type in (bool, "bool")}
 
 
 def profile_field_for(feature: str, request_format: str | None = None) -> str | None:
@@ -186,7 +232,12 @@ def load_profiles(path: str | os.PathLike[str]) -> dict[str, ModelProfile]:
         wrong = sorted(k for k, v in known.items() if not isinstance(v, bool))
         if wrong:
             raise ConfigurationError(f"{file}: model {model!r} has non-boolean profile fields {wrong}")
-        profiles[model] = ModelProfile(**known)
+        reasoning = fields.get("reasoning", "unknown")
+        if reasoning not in REASONING_SHAPES:
+            raise ConfigurationError(
+                f"{file}: model {model!r} has reasoning {reasoning!r}; expected one of {list(REASONING_SHAPES)}"
+            )
+        profiles[model] = ModelProfile(**known, reasoning=reasoning)
     return profiles
 
 

@@ -172,7 +172,7 @@ class JsonSelectMixin(DeepInfraBaseInterpreter):
             offset = len(raw.encode())
             with ExitStack() as stack:
                 chunks = self.open_stream(body, stack)
-                for chunk in self.tap(chunks, on_finish=finish.append):
+                for chunk in self.tap(chunks, on_finish=finish.append, body=body):
                     piece = chunk.choices[0].delta.content if chunk.choices else None
                     if piece:
                         raw += piece

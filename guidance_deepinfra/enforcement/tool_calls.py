@@ -109,6 +109,6 @@ class ToolCallMixin(DeepInfraBaseInterpreter):
     def _whole_turn(self, body: dict[str, Any]) -> Generator[OutputAttr, None, Turn]:
         """One request's turn, read whole before anything is written: no tool may run on unchecked arguments."""
         with ExitStack() as stack:
-            turn = list(self.tap(self.open_stream(body, stack)))
+            turn = list(self.tap(self.open_stream(body, stack), body=body))
         return turn
         yield  # a generator that writes nothing

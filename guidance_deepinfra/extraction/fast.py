@@ -32,7 +32,7 @@ from ..enforcement.json_select import _format_type, _unwrap
 from ..enforcement.json_select import _short as short_schema
 from ..errors import InvalidProgramError, UnsupportedFeatureError
 from ..interpreter.base import DeepInfraBaseInterpreter, learn_refusal
-from ..interpreter.logprobs import TokenScore, joined_bytes
+from ..interpreter.logprobs import TokenScore, entries_after, joined_bytes
 from ..lowering import prompts
 from ..lowering.schema import parse_and_check, prepare
 from ..model import DeepInfra
@@ -148,10 +148,14 @@ class FastExtractor:
         entries: list[Any] | None = []  # the token logprobs of every request of this attempt, end to end
         for continuation in range(MAX_CONTINUATIONS + 1):
             reply = await self._send(body, usage, slot)
-            raw += reply.text
-            entries = None if entries is None or reply.logprobs is None else entries + reply.logprobs
+            answer, split = self.interpreter.split_whole(reply.text, reply.reasoning)
+            if split.unclosed:
+                raise self.interpreter.unclosed_error(split, reply.finish_reason, body)
+            raw += answer
+            logprobs = entries_after(reply.logprobs, reply.text, split.answer_at)
+            entries = None if entries is None or logprobs is None else entries + logprobs
             finish, user_max_tokens = reply.finish_reason, self.spec.max_tokens
-            following, cut = next_continuation(body, reply.text, finish, continuation, user_max_tokens)
+            following, cut = next_continuation(body, answer, finish, continuation, user_max_tokens)
             if cut is not None:
                 return CheckedAnswer(raw, None, [cut], fatal=True)
             if following is None:

@@ -41,13 +41,14 @@ from openai.types.chat import ChatCompletionChunk
 from openai.types.chat.chat_completion_chunk import Choice, ChoiceDelta
 from pydantic import TypeAdapter
 
-from ..errors import InvalidProgramError, UnsupportedFeatureError
+from ..errors import InvalidProgramError, UnclosedReasoningError, UnsupportedFeatureError
 from ..profile import ModelProfile, ProfileRegistry, profile_field_for
 from ..transport import body as _request
 from ..transport.client import Transport
 from ..usage import DeepInfraUsage, SharedUsage
 from .grammar_attrs import request_statements
 from .logprobs import RequestTokens, span_log_prob
+from .reasoning import ReasoningSplit
 from .stops import StopScanner, StopSpec, stop_spec_for
 
 _MESSAGES = TypeAdapter(list[Message])
@@ -76,6 +77,8 @@ class CallResult:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     reasoning: str = ""
+    #: The reply ended for its length (``finish_reason: length``) inside its reasoning or right after it.
+    reasoning_spent: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -110,8 +113,11 @@ class DeepInfraBaseInterpreter(BaseOpenAIInterpreter):
         #: Usage of every call made through this model object and all states derived from it, including
         #: calls of attempts that ended in an error (which leave no new program state to read usage from).
         self.ledger = SharedUsage()
-        #: The token logprobs of the latest request, recorded before client-side stops touch the text.
+        #: The token logprobs of the latest request's answer, recorded before client-side stops touch the text.
         self.request_tokens: RequestTokens | None = None
+        #: How the latest reply was split into reasoning and answer (`interpreter.reasoning`), and why it ended.
+        self.last_split: ReasoningSplit | None = None
+        self.finish_reason: str | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model={self.model!r}, base_url={self.transport.base_url!r})"
@@ -204,11 +210,19 @@ class DeepInfraBaseInterpreter(BaseOpenAIInterpreter):
         chunks: Iterator[ChatCompletionChunk],
         scanner: StopScanner | None = None,
         on_finish: Callable[[str | None], None] | None = None,
+        *,
+        body: dict[str, Any] | None = None,
     ) -> Iterator[ChatCompletionChunk]:
-        """Pass chunks on after recording usage, cost, reasoning and finish reason, and applying stops."""
-        reasoning: list[str] = []
+        """Pass chunks on after recording usage, cost, reasoning and finish reason, separating the reasoning
+        from the answer (`interpreter.reasoning`) and applying stops to the answer only.
+
+        Chunks come out with their ``content`` cut to the answer; a reply that opened ``<think>`` and ended
+        before ``</think>`` raises `UnclosedReasoningError` once it has ended (`body` names its max_tokens).
+        """
+        self.last_split = split = self.reply_split()
         finish_reason: str | None = None
         saw_usage = False
+        stopped = False
         self.request_tokens = tokens = RequestTokens()
         try:
             for chunk in chunks:
@@ -220,39 +234,112 @@ class DeepInfraBaseInterpreter(BaseOpenAIInterpreter):
                     continue
                 choice = chunk.choices[0]
                 delta = choice.delta
-                extra = delta.model_extra or {}
-                piece = extra.get("reasoning_content") or extra.get("reasoning")
-                if isinstance(piece, str) and piece:
-                    reasoning.append(piece)
+                extra = delta.model_extra
+                if extra:
+                    piece = extra.get("reasoning_content") or extra.get("reasoning")
+                    if isinstance(piece, str):
+                        split.field(piece)
                 if choice.finish_reason is not None:
                     finish_reason = choice.finish_reason
                 if delta.tool_calls and not delta.content:
                     delta.content = None
-                tokens.add_chunk(delta.content, getattr(choice, "logprobs", None))
-                if scanner is not None and delta.content:
-                    shown = scanner.feed(delta.content)
-                    if shown != delta.content:
-                        delta.content = shown
-                        choice.logprobs = None
+                content = delta.content
+                if not content:
                     yield chunk
+                    continue
+                tokens.add_chunk(content, getattr(choice, "logprobs", None))
+                answer = split.feed(content)
+                if scanner is not None and answer:
+                    answer = scanner.feed(answer)
+                if answer != content:
+                    delta.content = answer
+                    choice.logprobs = None
+                yield chunk
+                if scanner is not None and scanner.done:
+                    finish_reason, stopped = "stop", True
+                    break
+            if not stopped:
+                rest = split.finish()
+                if scanner is not None:
+                    rest = scanner.feed(rest) if rest else ""
                     if scanner.done:
                         finish_reason = "stop"
-                        break
-                    continue
-                yield chunk
-            if scanner is not None:
-                rest = scanner.finish()
+                    else:
+                        rest += scanner.finish()
                 if rest:
                     yield _text_chunk(rest, self.model)
+            if split.unclosed:
+                raise self.unclosed_error(split, finish_reason, body)
         finally:
-            if reasoning:
-                self.state.reasoning.append("".join(reasoning))
+            self.close_split(split, tokens)
             if not saw_usage:
                 self.state.usage.calls_without_usage += 1
                 self.ledger.count(calls_without_usage=1)
             self.state.finish_reasons.append(finish_reason)
+            self.finish_reason = finish_reason
             if on_finish is not None:
                 on_finish(finish_reason)
+
+    # ----------------------------------------------------------------- reasoning
+
+    def reply_split(self) -> ReasoningSplit:
+        """The reasoning split of the next reply (`interpreter.reasoning`), for how this model reasons."""
+        return ReasoningSplit(closing_only=self.profile.reasoning == "inline")
+
+    def close_split(self, split: ReasoningSplit, tokens: RequestTokens) -> None:
+        """After a streamed reply: its reasoning recorded, its tokens cut to the answer, its shape learned."""
+        tokens.drop_leading(split.answer_at)
+        reasoning = split.reasoning
+        if reasoning:
+            self.record_reasoning(reasoning, source=split.source or "field")
+        self.learn_shape(split)
+
+    def learn_shape(self, split: ReasoningSplit) -> None:
+        """Remember how the model reasons from a reply that shows it (`ModelProfile.reasoning`)."""
+        shape = split.shape
+        if shape is not None and self.profile.reasoning == "unknown":
+            self.profiles.learn_reasoning(self.model, shape, self.transport.base_url, self.own_profile)
+
+    def record_reasoning(self, text: str, *, source: str) -> None:
+        """Keep one reply's reasoning (`lm.reasoning`); `source` is where it came from (``field``, ``inline``,
+        ``closing``)."""
+        self.state.reasoning.append(text)
+
+    def split_whole(self, content: str, field_reasoning: str | None) -> tuple[str, ReasoningSplit]:
+        """The answer of a reply that came whole (the extraction fast path) and its split; the model's way of
+        reasoning is learned from it as from a streamed reply. The reasoning stays on the split (the fast path
+        shares this interpreter between inputs, so it records nothing in its state)."""
+        split = self.reply_split()
+        if field_reasoning:
+            split.field(field_reasoning)
+        answer = split.feed(content) + split.finish()
+        self.learn_shape(split)
+        return answer, split
+
+    def unclosed_error(
+        self, split: ReasoningSplit, finish_reason: str | None, body: dict[str, Any] | None
+    ) -> UnclosedReasoningError:
+        """The error of a reply that opened ``<think>`` and ended before ``</think>``."""
+        max_tokens = (body or {}).get("max_tokens")
+        if finish_reason == "length":
+            budget = f"max_tokens={max_tokens}" if max_tokens is not None else "the model's output limit"
+            why = (
+                f"the reply opened <think> and did not close it within {budget} (finish_reason: length): the "
+                "model spent its budget reasoning and wrote no answer; raise max_tokens or pass "
+                "reasoning_effort='low' or 'none'"
+            )
+        else:
+            why = (
+                f"the reply opened <think> and ended before </think> (finish_reason: {finish_reason}): it holds "
+                "reasoning and no answer"
+            )
+        return UnclosedReasoningError(
+            f"{why}; nothing was written to the program",
+            finish_reason=finish_reason,
+            max_tokens=max_tokens if isinstance(max_tokens, int) else None,
+            reasoning=split.reasoning,
+            model=self.model,
+        )
 
     def stream_into_state(
         self,
@@ -264,7 +351,7 @@ class DeepInfraBaseInterpreter(BaseOpenAIInterpreter):
         """Run one request, writing its text into the program as it streams (guidance's stream handler)."""
         with ExitStack() as stack:
             chunks = self.open_stream(body, stack)
-            yield from self._handle_stream(self.tap(chunks, scanner), tools)
+            yield from self._handle_stream(self.tap(chunks, scanner, body=body), tools)
 
     def collect(
         self,
@@ -272,25 +359,27 @@ class DeepInfraBaseInterpreter(BaseOpenAIInterpreter):
         *,
         on_text: Callable[[str], None] | None = None,
     ) -> CallResult:
-        """Run one request and return its text without touching the program (for checked attempts)."""
+        """Run one request and return its answer without touching the program (for checked attempts)."""
         texts: list[str] = []
         finish: list[str | None] = []
         before = (self.state.usage.prompt_tokens, self.state.usage.completion_tokens)
-        reasoning_before = len(self.state.reasoning)
         with ExitStack() as stack:
             chunks = self.open_stream(body, stack)
-            for chunk in self.tap(chunks, on_finish=finish.append):
+            for chunk in self.tap(chunks, on_finish=finish.append, body=body):
                 if chunk.choices and chunk.choices[0].delta.content:
                     texts.append(chunk.choices[0].delta.content)
                     if on_text is not None:
                         on_text(chunk.choices[0].delta.content)
         after = (self.state.usage.prompt_tokens, self.state.usage.completion_tokens)
+        split = self.last_split
+        finish_reason = finish[0] if finish else None
         return CallResult(
             text="".join(texts),
-            finish_reason=finish[0] if finish else None,
+            finish_reason=finish_reason,
             prompt_tokens=after[0] - before[0],
             completion_tokens=after[1] - before[1],
-            reasoning="".join(self.state.reasoning[reasoning_before:]),
+            reasoning=split.reasoning if split is not None else "",
+            reasoning_spent=split is not None and split.spent_reasoning(finish_reason),
         )
 
     # ----------------------------------------------------------------- guidance node handlers
@@ -318,17 +407,34 @@ class DeepInfraBaseInterpreter(BaseOpenAIInterpreter):
                 yield self.state.apply_capture(node.capture, "", log_prob=None, is_append=node.list_append)
             return
         api_stops = spec.api_stops if spec is not None and not node.stop_capture else []
+        if self.profile.reasons:
+            api_stops = []  # a server's stop could fire inside the reasoning; the client's scan starts after it
         body = self.build_body(
             sampling_params=kwargs.get("sampling_params"),
             temperature=node.temperature,
             max_tokens=node.max_tokens,
             stop=api_stops or None,
         )
-        generated = ""
-        for attr in self.stream_into_state(body, scanner=scanner):
-            if isinstance(attr, TextOutput) and not attr.is_input:
-                generated += attr.value
-            yield attr
+        while True:
+            generated = ""
+            try:
+                for attr in self.stream_into_state(body, scanner=scanner):
+                    if isinstance(attr, TextOutput) and not attr.is_input:
+                        generated += attr.value
+                    yield attr
+            except UnclosedReasoningError as exc:
+                if exc.finish_reason != "stop" or "stop" not in body:
+                    raise
+                body = _without_stops(body)  # the server's stop fired inside the reasoning: nothing was written
+                scanner = StopScanner(spec) if spec is not None else None
+                continue
+            split = self.last_split
+            if "stop" in body and split is not None and split.source == "field" and not split.answered:
+                if self.finish_reason == "stop":  # a stop in the field's reasoning may have ended the reply
+                    body = _without_stops(body)
+                    scanner = StopScanner(spec) if spec is not None else None
+                    continue
+            break
         stopped = scanner is not None and scanner.done
         if spec is not None and spec.emit_suffix and stopped:
             self.state.apply_text(spec.emit_suffix)
@@ -410,6 +516,10 @@ def learn_refusal(
     if field_name == "logprobs" and "logprobs" in body:
         return {k: v for k, v in body.items() if k not in ("logprobs", "top_logprobs")}
     return None
+
+
+def _without_stops(body: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in body.items() if k != "stop"}
 
 
 def _compact(message: dict[str, Any]) -> dict[str, Any]:

@@ -91,6 +91,42 @@ class RequestTokens:
     def usable(self) -> bool:
         return self.complete and joined_bytes(self.tokens) == "".join(self.received).encode()
 
+    def drop_leading(self, characters: int) -> None:
+        """Forget the first `characters` of the text (a reply's inline reasoning): its tokens score no answer
+        byte. A token that holds both reasoning and answer bytes leaves the request without usable scores."""
+        if characters <= 0:
+            return
+        text = "".join(self.received)
+        cut = len(text[:characters].encode())
+        self.received = [text[characters:]]
+        position, kept = 0, []
+        for token in self.tokens:
+            if position >= cut:
+                kept.append(token)
+            elif position + len(token.data) > cut:
+                self.complete = False
+            position += len(token.data)
+        self.tokens = kept
+
+
+def entries_after(entries: list[Any] | None, text: str, characters: int) -> list[Any] | None:
+    """The ``logprobs.content`` entries of a whole reply without those of its first `characters` (its inline
+    reasoning); None when there are none or a token holds both reasoning and answer bytes."""
+    if entries is None or characters <= 0:
+        return entries
+    cut, position = len(text[:characters].encode()), 0
+    kept: list[Any] = []
+    for entry in entries:
+        token = TokenScore.from_wire(entry)
+        if token is None:
+            return None
+        if position >= cut:
+            kept.append(entry)
+        elif position + len(token.data) > cut:
+            return None
+        position += len(token.data)
+    return kept
+
 
 def capture_log_probs(
     tokens: Sequence[TokenScore] | None,

@@ -3,7 +3,9 @@
 It listens on 127.0.0.1 only, records every request body, and answers from a script of `Reply` objects
 (or a responder function when the script is empty). Replies model what DeepInfra documents: SSE chunks of
 ``chat.completion.chunk`` objects, usage with ``estimated_cost`` on the chunk that carries
-``finish_reason`` (no ``stream_options`` needed), ``reasoning_content`` deltas, tool-call deltas, and its
+``finish_reason`` (no ``stream_options`` needed), reasoning in ``reasoning_content`` deltas or inline in the
+content (``<think>...</think>``, or only the closing tag) with ``completion_tokens_details.reasoning_tokens``
+in usage, tool-call deltas, and its
 error bodies; a request without ``"stream": true`` gets one ``chat.completion`` JSON body instead. Faults
 (429 with Retry-After, 5xx, 405, malformed SSE, truncation, latency, hangs, HTML bodies) are replies like
 any other, so the real clients are exercised over real HTTP.
@@ -24,7 +26,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Literal
 
 # The fixed price per token behind every fake reply's usage.estimated_cost (not DeepInfra's prices): costs shown
 # offline, by the demo, the notebooks and tests, come from it.
@@ -32,6 +34,9 @@ COST_PER_TOKEN = 1e-7
 
 #: A scripted token: its text and log probability, optionally with the alternatives ``{text: logprob}``
 #: the server lists as ``top_logprobs`` (most likely first, as written).
+#: Where a scripted reply's reasoning goes (see `Reply.text`).
+ReasoningShape = Literal["field", "inline", "closing"]
+
 ScriptedToken = tuple[str, float] | tuple[str, float, Mapping[str, float]]
 
 
@@ -54,7 +59,7 @@ class Reply:
         return self.build(body) if self.build is not None else self
 
     @staticmethod
-    def _usage(prompt: int, completion: int, cached: int = 0) -> dict[str, Any]:
+    def _usage(prompt: int, completion: int, cached: int = 0, reasoning: int = 0) -> dict[str, Any]:
         usage: dict[str, Any] = {
             "prompt_tokens": prompt,
             "completion_tokens": completion,
@@ -63,6 +68,8 @@ class Reply:
         }
         if cached:
             usage["prompt_tokens_details"] = {"cached_tokens": cached}
+        if reasoning:
+            usage["completion_tokens_details"] = {"reasoning_tokens": reasoning}
         return usage
 
     @classmethod
@@ -74,6 +81,9 @@ class Reply:
         pieces: Iterable[str] | None = None,
         chunk_size: int = 8,
         reasoning: str | None = None,
+        reasoning_as: ReasoningShape = "field",
+        reasoning_closed: bool = True,
+        reasoning_tokens: int | None = None,
         prompt_tokens: int = 20,
         completion_tokens: int | None = None,
         cached_tokens: int = 0,
@@ -87,6 +97,15 @@ class Reply:
     ) -> Reply:
         """A streamed assistant answer split into pieces, DeepInfra style.
 
+        `reasoning` comes before the answer, as `reasoning_as` says: ``"field"`` in ``reasoning_content``
+        deltas (or the message's ``reasoning_content``), ``"inline"`` in ``content`` as
+        ``<think>reasoning</think>\n\n`` before the text, ``"closing"`` in ``content`` with only the closing tag
+        (``reasoning</think>\n\n``), as chat templates that put ``<think>`` in the prompt answer. With
+        ``reasoning_closed=False`` the inline block never closes (and `text` must be empty), as a reply cut by
+        its max_tokens while reasoning. Usage counts the reasoning in ``completion_tokens`` and reports it as
+        ``completion_tokens_details.reasoning_tokens`` (`reasoning_tokens`, else a quarter of its characters).
+        Inline reasoning is ``content`` to the server: the request's stop strings apply to it too.
+
         Like DeepInfra, the server applies the request's ``stop`` strings: the text ends before the first
         one and ``finish_reason`` becomes ``stop``. With ``honour_stop=False`` the whole text is sent whatever
         the request's ``stop`` says, as a model (or server) that overruns its stop strings would: only the
@@ -96,6 +115,21 @@ class Reply:
         own chunk, and it carries its ``logprobs`` only when the request asked for them, with at most the
         request's ``top_logprobs`` alternatives, as DeepInfra answers.
         """
+        thought = 0
+        if reasoning:
+            thought = reasoning_tokens if reasoning_tokens is not None else max(1, len(reasoning) // 4)
+            if reasoning_as != "field":
+                if pieces is not None or token_logprobs is not None:
+                    raise ValueError("script inline reasoning in `text` itself to give its pieces or tokens")
+                if not reasoning_closed and text:
+                    raise ValueError("a reasoning block that never closes has no answer text after it")
+                opening = "<think>" if reasoning_as == "inline" else ""
+                closing = "</think>\n\n" if reasoning_closed else ""
+                if completion_tokens is None:
+                    completion_tokens = thought + max(1, len(text) // 4) if text else thought
+                text, reasoning = f"{opening}{reasoning}{closing}{text}", None
+            elif completion_tokens is None:
+                completion_tokens = thought + max(1, len(text) // 4)
         if token_logprobs is not None:
             if "".join(t[0] for t in token_logprobs) != text:
                 raise ValueError("the scripted tokens must spell the reply's text")
@@ -112,6 +146,7 @@ class Reply:
             pieces=pieces,
             chunk_size=chunk_size,
             reasoning=reasoning,
+            reasoning_tokens=thought,
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
             cached_tokens=cached_tokens,
@@ -164,6 +199,7 @@ class Reply:
                 pieces=[t[0] for t in kept],
                 chunk_size=8,
                 reasoning=None,
+                reasoning_tokens=0,
                 prompt_tokens=prompt_tokens,
                 completion_tokens=completion_tokens if completion_tokens is not None else len(kept),
                 cached_tokens=0,
@@ -196,6 +232,7 @@ class Reply:
         pieces: Iterable[str] | None,
         chunk_size: int,
         reasoning: str | None,
+        reasoning_tokens: int,
         prompt_tokens: int,
         completion_tokens: int | None,
         cached_tokens: int,
@@ -243,7 +280,7 @@ class Reply:
             {
                 **base,
                 "choices": [{"index": 0, "delta": {}, "finish_reason": finish_reason}],
-                "usage": cls._usage(prompt_tokens, completion, cached_tokens),
+                "usage": cls._usage(prompt_tokens, completion, cached_tokens, reasoning_tokens),
             }
         )
         framed = [b"data: " + json.dumps(e).encode() + b"\n\n" for e in events]
@@ -266,6 +303,7 @@ class Reply:
         pieces: Iterable[str] | None,
         chunk_size: int,
         reasoning: str | None,
+        reasoning_tokens: int,
         prompt_tokens: int,
         completion_tokens: int | None,
         cached_tokens: int,
@@ -298,7 +336,7 @@ class Reply:
             "created": 1764000000,
             "model": model,
             "choices": [choice],
-            "usage": cls._usage(prompt_tokens, completion, cached_tokens),
+            "usage": cls._usage(prompt_tokens, completion, cached_tokens, reasoning_tokens),
         }
         return cls(
             body=json.dumps(answer).encode(),

@@ -55,12 +55,15 @@ Wait = Callable[[float], Awaitable[None]]
 @dataclass
 class Completion:
     """One non-streamed answer: its text, why it ended, DeepInfra's usage object (a dict) if sent, and the
-    ``choices[0].logprobs.content`` entries when the request asked for logprobs and they came (else None)."""
+    ``choices[0].logprobs.content`` entries when the request asked for logprobs and they came (else None).
+    `text` is the message's ``content`` as sent (inline reasoning included); `reasoning` the message's
+    ``reasoning_content`` (or ``reasoning``) field. The interpreter separates the two (`split_whole`)."""
 
     text: str
     finish_reason: str | None
     usage: dict[str, Any] | None
     logprobs: list[Any] | None = None
+    reasoning: str | None = None
 
 
 class Pacer:
@@ -312,13 +315,16 @@ def read_completion(raw: bytes, *, model: str | None) -> Completion:
                 raise error
         raise ProtocolError(f"malformed chat completion: {problem}", model=model)
     choice = value["choices"][0]
+    message = choice["message"]
     scores = choice.get("logprobs")
     content = scores.get("content") if isinstance(scores, dict) else None
+    reasoning = message.get("reasoning_content") or message.get("reasoning")
     return Completion(
-        choice["message"].get("content") or "",
+        message.get("content") or "",
         choice.get("finish_reason"),
         value.get("usage"),
         content if isinstance(content, list) else None,
+        reasoning if isinstance(reasoning, str) else None,
     )
 
 

@@ -1,0 +1,182 @@
+"""The one place a reply's reasoning is separated from its answer.
+
+Reasoning models on DeepInfra send their reasoning in one of two shapes: in a delta field of its own
+(``reasoning_content``, or ``reasoning``), or inline in ``content`` as a leading ``<think>...</think>`` block;
+some chat templates put the opening tag in the prompt, so the reply holds only the closing ``</think>``.
+Every reply, streamed or not, goes through a `ReasoningSplit` before anything else reads its text: the stop
+scanner, the program text, captures, regex/grammar and JSON checks, log probabilities, and every text sent back
+as an assistant prefix see the answer only.
+
+The rules:
+
+- a ``<think>`` at the very start of the reply (after optional whitespace) opens reasoning, which runs to the
+  first ``</think>``; the whitespace after the closing tag separates the two and belongs to neither;
+- a ``<think>`` anywhere later is the answer's own text;
+- for a model known to reason inline (`ModelProfile.reasoning` ``"inline"``), text before a ``</think>`` that
+  came without an opening tag is reasoning too; such a reply is held back until the closing tag or its end
+  (a reply with no closing tag is all answer);
+- reasoning in the delta field is reasoning whatever the content says; the whitespace that starts the answer
+  after it is dropped, as after a closing tag.
+
+The split is streamed: once the answer has begun, each piece is passed on as it arrives, and before that only
+what could still be (part of) a tag is held back.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from ..profile import ReasoningShape
+
+OPEN_TAG = "<think>"
+CLOSE_TAG = "</think>"
+
+#: Where one reply's reasoning came from (what `ReasoningSplit.source` reports).
+ReasoningSource = Literal["field", "inline", "closing"]
+
+_Phase = Literal["start", "inline", "closing", "after", "answer"]
+
+
+class ReasoningSplit:
+    """Separates one reply's reasoning from its answer, piece by piece as the reply streams.
+
+    Feed ``content`` pieces to `feed` and reasoning-field pieces to `field`; each `feed` returns the answer text
+    that may be passed on now, and `finish` what was still held back when the reply ended. `closing_only`
+    says whether a closing tag without an opening one ends reasoning (a model known to reason inline).
+    """
+
+    def __init__(self, *, closing_only: bool = False) -> None:
+        self.closing_only = closing_only
+        self._phase: _Phase = "start"
+        self._held = ""  # text not yet decided: reasoning so far, or what could still be a tag
+        self._searched = 0  # how far `_held` was searched for the closing tag
+        self._inline: list[str] = []
+        self._field: list[str] = []
+        self._fed = 0  # characters of content fed
+        #: The character offset in the reply's content where the answer begins (0 when there is no reasoning).
+        self.answer_at = 0
+        #: True once any answer text has been passed on.
+        self.answered = False
+        #: The reply opened ``<think>`` and it ended before ``</think>`` (set by `finish`).
+        self.unclosed = False
+        self.inline_source: ReasoningSource | None = None
+
+    # ----------------------------------------------------------------- feeding
+
+    def field(self, piece: str) -> None:
+        """A piece of reasoning that came in the delta's reasoning field."""
+        if piece:
+            self._field.append(piece)
+
+    def feed(self, piece: str) -> str:
+        """A piece of ``content``; returns the answer text that can be passed on now."""
+        if not piece:
+            return ""
+        self._fed += len(piece)
+        if self._phase == "answer":
+            self.answered = True
+            return piece
+        self._held += piece
+        return self._advance(final=False)
+
+    def finish(self) -> str:
+        """The reply ended: the answer text still held back (reasoning is never returned)."""
+        text = self._advance(final=True)
+        if self._phase == "inline":
+            self.unclosed = True
+            self._inline.append(self._held)
+            self._held = ""
+        elif self._phase == "closing":  # no closing tag came: the model answered without reasoning
+            text += self._begin_answer(self._held, at=self._fed - len(self._held))
+        elif self._phase == "start":  # only whitespace, or the start of a tag that never came
+            held = self._held.lstrip() if self._field else self._held
+            text += self._begin_answer(held, at=self._fed - len(held))
+        self._held = ""
+        return text
+
+    # ----------------------------------------------------------------- what was found
+
+    @property
+    def reasoning(self) -> str:
+        """All reasoning of the reply: the field's, then the inline block's."""
+        return "".join(self._field) + "".join(self._inline)
+
+    @property
+    def source(self) -> ReasoningSource | None:
+        """Where the reasoning came from (``field``, ``inline``, ``closing``), or None for a reply without."""
+        if self.inline_source is not None:
+            return self.inline_source
+        return "field" if self._field else None
+
+    @property
+    def shape(self) -> ReasoningShape | None:
+        """What the reply shows of how its model reasons (``field``/``inline``), or None when it shows nothing."""
+        source = self.source
+        if source is None:
+            return None
+        return "field" if source == "field" else "inline"
+
+    def spent_reasoning(self, finish_reason: str | None) -> bool:
+        """True when a reply that ended for its length spent it reasoning: inside the reasoning, or right after
+        it with no answer text."""
+        if finish_reason != "length":
+            return False
+        return self.unclosed or (self.source is not None and not self.answered)
+
+    # ----------------------------------------------------------------- the phases
+
+    def _advance(self, *, final: bool) -> str:
+        out = ""
+        while True:
+            phase = self._phase
+            if phase == "start":
+                stripped = self._held.lstrip()
+                if not stripped or (len(stripped) < len(OPEN_TAG) and OPEN_TAG.startswith(stripped) and not final):
+                    return out  # whitespace, or what may still become the opening tag
+                if stripped.startswith(OPEN_TAG):
+                    self._phase, self.inline_source = "inline", "inline"
+                    self._held, self._searched = stripped[len(OPEN_TAG) :], 0
+                    continue
+                if final:
+                    return out  # `finish` decides
+                if self.closing_only:
+                    self._phase, self._searched = "closing", 0
+                    continue
+                held = stripped if self._field else self._held
+                return out + self._begin_answer(held, at=self._fed - len(held))
+            if phase in ("inline", "closing"):
+                found = self._held.find(CLOSE_TAG, self._searched)
+                if found < 0:
+                    self._searched = max(0, len(self._held) - len(CLOSE_TAG) + 1)
+                    return out
+                reasoning = self._held[:found]
+                self._inline.append(reasoning.lstrip() if phase == "closing" else reasoning)
+                if phase == "closing":
+                    self.inline_source = "closing"
+                self._held = self._held[found + len(CLOSE_TAG) :]
+                self._phase = "after"
+                continue
+            if phase == "after":
+                stripped = self._held.lstrip()
+                if not stripped:
+                    return out
+                return out + self._begin_answer(stripped, at=self._fed - len(stripped))
+            return out
+
+    def _begin_answer(self, text: str, *, at: int) -> str:
+        self._phase, self._held = "answer", ""
+        self.answer_at = at
+        if text:
+            self.answered = True
+        return text
+
+
+def whole_answer(
+    content: str, field_reasoning: str | None = None, *, closing_only: bool = False
+) -> tuple[str, ReasoningSplit]:
+    """The answer of a reply that arrived whole, and its split (reasoning, source, `unclosed`...)."""
+    split = ReasoningSplit(closing_only=closing_only)
+    if field_reasoning:
+        split.field(field_reasoning)
+    answer = split.feed(content) + split.finish()
+    return answer, split
