@@ -17,9 +17,11 @@ from _local_reference import local_model
 from guidance import assistant, gen, json, lark, select, user
 from pydantic import BaseModel
 
-from guidance_deepinfra import ModelProfile, UnclosedReasoningError
+from guidance_deepinfra import ModelProfile, UnclosedReasoningError, extract
+from guidance_deepinfra.cli import main
 from guidance_deepinfra.enforcement.ladder import LadderOptions
-from guidance_deepinfra.testing import Reply
+from guidance_deepinfra.profile import ProfileRegistry
+from guidance_deepinfra.testing import FakeDeepInfra, Reply
 
 REASONING = "Let me think.\nThe user asks for something. I answer it, then stop. OK."
 SHAPES = ["field", "inline", "closing"]
@@ -111,6 +113,36 @@ def test_repair_continues_the_answer_without_its_reasoning(fake, make_model) -> 
     assert fake.requests[1]["messages"][-1] == {"role": "assistant", "content": "Phone: 555-12"}
 
 
+@pytest.mark.parametrize("shape", SHAPES)
+def test_a_json_answer_cut_by_length_is_continued_after_the_continuations_reasoning(fake, make_model, shape) -> None:
+    fake.push(
+        Reply.text('{"name": "An', reasoning=REASONING, reasoning_as=shape, finish_reason="length"),  # type: ignore[arg-type]
+        Reply.text('n", "age": 3}', reasoning=REASONING, reasoning_as=shape),  # type: ignore[arg-type]
+    )
+    lm = model_for(make_model, shape)
+    with user():
+        lm += "Who?"
+    with assistant():
+        lm += json("c", schema=Person)
+    assert pyjson.loads(lm["c"]) == {"name": "Ann", "age": 3}
+    assert fake.requests[1]["messages"][-1] == {"role": "assistant", "content": '{"name": "An'}
+    assert assistant_text(lm) == lm["c"]
+    assert lm.reasoning == [REASONING, REASONING]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_the_servers_json_string_rung_reads_the_answer_after_the_reasoning(fake, make_model, shape) -> None:
+    fake.push(Reply.text('"555-1234"', reasoning=REASONING, reasoning_as=shape))  # type: ignore[arg-type]
+    lm = make_model(profile=ModelProfile(reasoning="inline") if shape == "closing" else None)
+    with user():
+        lm += "Call me."
+    with assistant():
+        lm += "Phone: " + gen("c", regex=r"\d{3}-\d{4}")
+    assert fake.last["response_format"]["type"] == "json_schema"  # the ladder's server rung
+    assert lm["c"] == "555-1234" and assistant_text(lm) == "Phone: 555-1234"
+    assert len(fake.requests) == 1 and lm.reasoning == [REASONING]
+
+
 @pytest.mark.parametrize("shape", ["inline", "field"])
 def test_a_model_seen_reasoning_is_learned_and_sent_no_server_stops(fake, make_model, shape: str) -> None:
     fake.push(reply("Paris", shape, 8), reply("Rome\nmore", shape, 8))
@@ -192,3 +224,79 @@ def test_the_fake_reports_reasoning_tokens_in_usage(fake) -> None:
         }
         assert content == expected[shape]
         assert body["choices"][0]["message"].get("reasoning_content") == ("x" * 40 if shape == "field" else None)
+
+
+# ----------------------------------------------------------------------------- extraction on a reasoning model
+
+
+def person_after_reasoning(shape: str, *, size: int = 8, first_inline: list[bool] | None = None):
+    """Echo ``name=X age=N`` as JSON after reasoning in `shape`; with `first_inline`, the first reply of the run
+    reasons inline (``<think>``) and the rest only close the tag, as a template that opens it in the prompt."""
+
+    def respond(body: dict[str, Any]) -> Reply:
+        text = next(m["content"] for m in body["messages"] if m["role"] == "user")
+        name, age = text.split()[0].split("=")[1], int(text.split()[1].split("=")[1])
+        answer = pyjson.dumps({"name": name, "age": age})
+        how = shape
+        if first_inline is not None:
+            how = "inline" if not first_inline else "closing"
+            first_inline.append(True)
+        return Reply.text(answer, reasoning=REASONING, reasoning_as=how, chunk_size=size)  # type: ignore[arg-type]
+
+    return respond
+
+
+PEOPLE = [f"name=P{i} age={i}" for i in range(6)]
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast-path", "guidance-path"])
+@pytest.mark.parametrize("shape", ["field", "inline", "learned-closing", "declared-closing"])
+def test_extract_on_a_reasoning_model_gives_the_answers(fast: bool, shape: str, make_model) -> None:
+    learned = [] if shape == "learned-closing" else None
+    wire_shape = "closing" if shape.endswith("closing") else shape
+    with FakeDeepInfra(person_after_reasoning(wire_shape, first_inline=learned)) as fake:
+        profile = ModelProfile(reasoning="inline") if shape == "declared-closing" else None
+        model = make_model(base_url=fake.base_url, profiles=ProfileRegistry(), profile=profile)
+        concurrency = 1 if learned is not None else 3  # the inline reply comes first, then the closing ones
+        results = extract(PEOPLE, Person, model=model, concurrency=concurrency, fast=fast)
+        streamed = {bool(b.get("stream")) for b in fake.requests}
+    assert results == [Person(name=f"P{i}", age=i) for i in range(6)]
+    assert results.failures == [] and len(fake.requests) == 6
+    assert streamed == {not fast}
+    assert model._interpreter.profile.reasoning == ("field" if shape == "field" else "inline")  # learned or declared
+
+
+def test_extract_reports_reasoning_that_never_closes_as_a_failure_of_that_input(make_model) -> None:
+    def respond(body: dict[str, Any]) -> Reply:
+        if "P1 " in next(m["content"] for m in body["messages"] if m["role"] == "user"):
+            return Reply.text(
+                "", reasoning="on and on", reasoning_as="inline", reasoning_closed=False, finish_reason="length"
+            )
+        return person_after_reasoning("inline")(body)
+
+    for fast in (True, False):
+        with FakeDeepInfra(respond) as fake:
+            results = extract(PEOPLE[:3], Person, model=make_model(base_url=fake.base_url), fast=fast)
+            failed = results.by_id()["1"]
+            assert failed.error_type == "UnclosedReasoningError" and "did not close it" in failed.message
+            assert [r for r in results if r] == [Person(name="P0", age=0), Person(name="P2", age=2)]
+            assert len(fake.requests) == 3  # the unclosed reply is not continued or retried
+
+
+@pytest.mark.parametrize("shape", ["inline", "learned-closing"])
+def test_the_extract_command_on_a_reasoning_model(tmp_path, monkeypatch, capsys, shape: str) -> None:
+    monkeypatch.setenv("DEEPINFRA_API_KEY", "sk-test-cli-reasoning")
+    (tmp_path / "schema.json").write_text(pyjson.dumps(Person.model_json_schema()), encoding="utf-8")
+    lines = [pyjson.dumps({"id": f"r{i}", "text": text}) for i, text in enumerate(PEOPLE)]
+    (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    learned = [] if shape == "learned-closing" else None
+    wire_shape = "closing" if learned is not None else shape
+    with FakeDeepInfra(person_after_reasoning(wire_shape, first_inline=learned)) as fake:
+        argv = [
+            "extract", "--schema", str(tmp_path / "schema.json"), "--input", str(tmp_path / "in.jsonl"),
+            "--output", str(tmp_path / "out.jsonl"), "--base-url", fake.base_url,
+            "--model", f"test/reasoning-{shape}", "--concurrency", "1",
+        ]  # fmt: skip
+        assert main(argv) == 0, capsys.readouterr().err
+    records = [pyjson.loads(line) for line in (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert {r["id"]: r["result"] for r in records} == {f"r{i}": {"name": f"P{i}", "age": i} for i in range(6)}
