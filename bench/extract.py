@@ -42,6 +42,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _results import markdown, table, write_results  # bench/ is on the path when run as python bench/...
+
 SCHEMA = {
     "type": "object",
     "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
@@ -303,10 +305,10 @@ def client(name: str, base_url: str, n: int) -> None:
 
 
 LABELS = {
-    "extract": "extract() (fast path: aiohttp, not streamed)",
-    "extract-guidance": "extract(fast=False) (guidance program, streamed)",
-    "async-openai": "raw openai.AsyncOpenAI, not streamed",
-    "threaded-openai": "raw openai.OpenAI + 200 threads, not streamed",
+    "extract": "`extract()` (fast path: aiohttp, not streamed)",
+    "extract-guidance": "`extract(fast=False)` (guidance program, streamed)",
+    "async-openai": "raw `openai.AsyncOpenAI`, not streamed",
+    "threaded-openai": "raw `openai.OpenAI` + 200 threads, not streamed",
     "instructor": "instructor (AsyncOpenAI, JSON_SCHEMA mode)",
     "bare-aiohttp": "reference: bare aiohttp, no checks, gather + semaphore",
     "bare-aiohttp-workers": "reference: bare aiohttp, no checks, one worker per slot",
@@ -337,17 +339,22 @@ def measure(name: str, latency: float, n: int, python: str = "", **server_option
     figures["requests"] = after["requests"] - before["requests"]
     figures["name"] = name
     if python:
-        version = subprocess.run(
-            [python, "-c", "import platform; print(platform.python_version())"], capture_output=True, text=True
-        )
-        figures["name"] = f"{LABELS.get(name, name)}, client on Python {version.stdout.strip()}"
+        probe = "import platform; from importlib.metadata import version as v; "
+        probe += "print(platform.python_version(), v('openai'), v('instructor') if NAME == 'instructor' else '')"
+        probe = probe.replace("NAME", repr(name))
+        found = subprocess.run([python, "-c", probe], capture_output=True, text=True).stdout.split()
+        if name == "instructor" and len(found) == 3:
+            where = f"in its own environment (Python {found[0]}, instructor {found[2]}, openai {found[1]})"
+        else:
+            where = f"client on Python {found[0] if found else '?'}"
+        figures["name"] = f"{LABELS.get(name, name)}, {where}"
     return figures
 
 
 def row(figures: dict[str, Any], ideal: float, latency: float, baseline: float | None = None) -> tuple[Any, ...]:
     label = LABELS.get(figures["name"], figures["name"])
     if "error" in figures:
-        return (label, f"{latency * 1000:.0f}", "-", "-", "-", "-", "-", "-", figures["error"][:60])
+        return (label, f"{latency * 1000:.0f}", "-", "-", "-", "-", "-", figures["error"][:60])
     cells: tuple[Any, ...] = (
         label,
         f"{latency * 1000:.0f}",
@@ -428,13 +435,6 @@ def kill_and_resume(n: int, concurrency: int, latency: float) -> tuple[list[tupl
     ], summary
 
 
-def table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> str:
-    """A Markdown table."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(x) for x in r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -473,6 +473,8 @@ def main() -> None:
     parts = set(args.only.split(",")) if args.only else {"1", "2", "3"}
     big, small = (1000, 500) if args.quick else (4000, 2000)
     print(f"machine: {machine()}\n")
+    tables: dict[str, dict[str, Any]] = {}
+    load_start = f"{os.getloadavg()[0]:.1f}"
     header = ("client", "latency ms", "inputs", "rec/s", "ratio to ideal", "client CPU ms/rec", "server CPU", "wrong")
     if "1" in parts:
         latency = 0.2
@@ -497,7 +499,8 @@ def main() -> None:
             figures = measure("extract", 2.0, big)
             rows.append(row(figures, CONCURRENCY / 2.0, 2.0))
         print(f"\n1. {CONCURRENCY} in flight, ideal = {CONCURRENCY} / latency (one client process each):\n")
-        print(table(header, rows))
+        tables["clients"] = table(header, rows)
+        print(markdown(tables["clients"]))
         print()
     if "2" in parts:
         latency = 0.2
@@ -506,34 +509,30 @@ def main() -> None:
         random429 = measure("extract", latency, big, rate_limited=0.10)
         capped = measure("extract", latency, small, cap=40)
         rows = [
-            ("no 429s", *row(plain, ideal, latency, plain["rate"])[2:]),
-            ("10% random 429s", *row(random429, ideal, latency, plain["rate"])[2:]),
-            ("server capped at 40 in flight (ideal 200 rec/s)", *row(capped, 40 / latency, latency, 40 / latency)[2:]),
+            ("none (the reference)", *row(plain, ideal, latency, plain["rate"])[2:]),
+            ("10% of answers are 429s, at random", *row(random429, ideal, latency, plain["rate"])[2:]),
+            (
+                "server answering 429 above 40 in flight (reference: its ideal, 200 rec/s)",
+                *row(capped, 40 / latency, latency, 40 / latency)[2:],
+            ),
         ]
         print(f"2. extract() at concurrency {CONCURRENCY}, {latency * 1000:.0f} ms per answer, with 429s:\n")
-        print(
-            table(
-                (
-                    "server",
-                    "inputs",
-                    "rec/s",
-                    "ratio to ideal",
-                    "client CPU ms/rec",
-                    "server CPU",
-                    "wrong",
-                    "ratio to reference",
-                    "429s/requests",
-                ),  # fmt: skip
-                rows,
-            )
-        )
+        columns = [f"429s, `extract()` at {CONCURRENCY} in flight, {latency * 1000:.0f} ms", "inputs", "rec/s"]
+        columns += ["ratio to ideal", "client CPU ms/rec", "server CPU", "wrong", "ratio to reference"]
+        tables["rate_limits"] = table([*columns, "429s/requests"], rows)
+        print(markdown(tables["rate_limits"]))
         print("\n(reference: the run without 429s; for the capped server, its ideal 40 / latency)\n")
     if "3" in parts:
         n, level = (400, 32) if args.quick else (2000, 200)
         print(f"3. the CLI with 10% 429s, SIGKILL at ~40% and resume (200 ms per answer, concurrency {level}):\n")
         rows3, summary = kill_and_resume(n, level, 0.2)
-        print(table(("measure", "value"), rows3))
+        tables["kill_resume"] = table(("measure", "value"), rows3)
+        print(markdown(tables["kill_resume"]))
         print("\nresumed run's own report:", *summary, sep="\n  ")
+    if args.quick or args.only:
+        return  # the README's tables come from one full run
+    figures = {"machine": machine(), "load_start": load_start, "load_end": f"{os.getloadavg()[0]:.1f}"}
+    write_results("extract", tables, figures=figures)
 
 
 if __name__ == "__main__":

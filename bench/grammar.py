@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from _results import table, write_results  # bench/ is on the path when run as python bench/...
 from guidance import assistant, gen, lark, select, substring, user
 
 from guidance_deepinfra import ConstraintError, DeepInfra, RetryPolicy
@@ -269,11 +270,11 @@ class Tally:
     round_trips: int = 0
     tokens: int = 0
 
-    def line(self, label: str) -> str:
+    def cells(self, label: str) -> list[str]:
         rate = self.successes / self.runs if self.runs else 0.0
         rt = self.round_trips / self.successes if self.successes else float("nan")
         tok = self.tokens / self.successes if self.successes else float("nan")
-        return f"{label:<34} {rate:>8.1%} {rt:>12.2f} {tok:>14.1f} {self.wrong:>7}"
+        return [label, f"{rate:.1%}", f"{rt:.2f}", f"{tok:.1f}", str(self.wrong)]
 
 
 STRATEGIES: list[tuple[str, LadderOptions, bool]] = [
@@ -321,10 +322,11 @@ def run_once(
         return right, not right, model.requests, model.tokens
 
 
-def bench_ladder(runs: int, max_attempts: int) -> None:
+def bench_ladder(runs: int, max_attempts: int) -> dict[str, Any]:
     print(f"{len(CASES)} cases x {runs} runs per strategy, max_attempts={max_attempts}\n")
     print(f"{'strategy':<34} {'success':>8} {'round trips':>12} {'tokens':>14} {'wrong':>7}")
     print(f"{'':<34} {'':>8} {'per success':>12} {'per success':>14} {'values':>7}")
+    rows = []
     for label, options, enforce in STRATEGIES:
         tally = Tally()
         for case_index, case in enumerate(CASES):
@@ -337,7 +339,10 @@ def bench_ladder(runs: int, max_attempts: int) -> None:
                 tally.successes += ok
                 tally.round_trips += rt
                 tally.tokens += tok
-        print(tally.line(label))
+        rows.append(tally.cells(label))
+        print(f"{rows[-1][0]:<34} {rows[-1][1]:>8} {rows[-1][2]:>12} {rows[-1][3]:>14} {rows[-1][4]:>7}")
+    columns = ["strategy", "success", "round trips per success", "tokens per success", "wrong values"]
+    return table(columns, rows)
 
 
 def _time(fn: Callable[[], Any], repeat: int) -> float:
@@ -347,7 +352,7 @@ def _time(fn: Callable[[], Any], repeat: int) -> float:
     return (time.perf_counter() - start) / repeat * 1e6
 
 
-def bench_validation(repeat: int = 30) -> None:
+def bench_validation(repeat: int = 30) -> tuple[dict[str, Any], str]:
     print("\nValidation cost per check (microseconds, mean over the corpus):")
     uncached, first, cached, captures = [], [], [], []
     for case in CASES:
@@ -367,10 +372,13 @@ def bench_validation(repeat: int = 30) -> None:
         ("cached check (grammar string lookup + check)", cached),
         ("cached captures of an accepted text", captures),
     ]
+    cells = []
     for label, values in rows:
         print(f"  {label:<46} mean {statistics.mean(values):>9.1f}   max {max(values):>9.1f}")
-    ratio = statistics.mean(uncached) / statistics.mean(cached)
-    print(f"  cached check is {ratio:.0f}x cheaper than GrammarNode.match")
+        cells.append([label, f"{statistics.mean(values):.0f}", f"{max(values):.0f}"])
+    ratio = f"{statistics.mean(uncached) / statistics.mean(cached):.0f}"
+    print(f"  cached check is {ratio}x cheaper than GrammarNode.match")
+    return table(["check", "mean µs", "max µs"], cells), ratio
 
 
 def main() -> None:
@@ -378,8 +386,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--max-attempts", type=int, default=3)
     args = parser.parse_args()
-    bench_ladder(args.runs, args.max_attempts)
-    bench_validation()
+    ladder = bench_ladder(args.runs, args.max_attempts)
+    validation, cached_speedup = bench_validation()
+    write_results(
+        "grammar", {"ladder": ladder, "validation": validation}, figures={"cached_check_speedup": cached_speedup}
+    )
 
 
 if __name__ == "__main__":

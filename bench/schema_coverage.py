@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from _results import markdown, table, write_results  # bench/ is on the path when run as python bench/...
 from guidance import assistant, user
 from guidance import json as guidance_json
 
@@ -147,7 +148,8 @@ def run(directory: Path = DATA, per_category: int | None = None) -> list[Result]
     return results
 
 
-def table(results: list[Result]) -> str:
+def coverage(results: list[Result]) -> dict[str, Any]:
+    """The per-category table of outcomes."""
     categories = sorted({r.category for r in results})
     header = ["category", "schemas", "guidance json() builds", *OUTCOMES]
     rows = []
@@ -157,10 +159,7 @@ def table(results: list[Result]) -> str:
         rows.append(
             [cat, str(len(mine)), str(sum(r.guidance_builds for r in mine)), *[str(counts[o]) for o in OUTCOMES]]
         )
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    notes = [f"- {r.name}: {r.outcome}: {r.detail}" for r in results if r.outcome != "handled" and r.detail]
-    return "\n".join(lines + ([""] + notes if notes else []))
+    return table(header, rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -172,7 +171,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skipped: {args.data} is absent (the JSONSchemaBench sample is not on this machine)")
         return 0
     results = run(args.data, args.per_category)
-    print(table(results))
+    by_category = coverage(results)
+    print(markdown(by_category))
+    notes = [f"- {r.name}: {r.outcome}: {r.detail}" for r in results if r.outcome != "handled" and r.detail]
+    if notes:
+        print("\n" + "\n".join(notes))
+    write_results("schema_coverage", {"by_category": by_category}, figures={"notes": notes})
     return 1 if any(r.outcome == "failed" for r in results) else 0
 
 

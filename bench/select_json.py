@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import jsonschema
+from _results import markdown, table, write_results  # bench/ is on the path when run as python bench/...
 from guidance import assistant, gen, select, user
 from guidance import json as guidance_json
 
@@ -263,13 +264,15 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{args.calls} successful calls per cell; every 4th call's first reply is imperfect (see module docstring)\n")
     header = ["constraint", "naive alternative", "round trips/success: ours", "naive", "ratio"]
     header += ["tokens/success: ours", "naive", "ratio"]
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
+    cells_by_row = []
     for name, ours, naive, how in rows:
         (rt_o, tok_o), (rt_n, tok_n) = ours.per_success(), naive.per_success()
         cells = [name, how, f"{rt_o:.2f}", f"{rt_n:.2f}", f"{rt_n / rt_o:.2f}x"]
         cells += [f"{tok_o:.0f}", f"{tok_n:.0f}", f"{tok_n / tok_o:.2f}x"]
-        print("| " + " | ".join(cells) + " |")
+        cells_by_row.append(cells)
+    costs = table(header, cells_by_row)
+    print(markdown(costs))
+    write_results("select_json", {"costs": costs})
 
 
 if __name__ == "__main__":

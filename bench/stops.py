@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from _results import markdown, table, write_results  # bench/ is on the path when run as python bench/...
 from guidance import assistant, gen, user
 
 from guidance_deepinfra import DeepInfra
@@ -26,10 +27,10 @@ CHUNK = 8  # characters per streamed piece, about two tokens
 PROSE = "The committee met on a grey morning and read the minutes of the previous session aloud. "
 
 ROWS: dict[str, dict[str, Any]] = {
-    "literal stop 'END.'": {"stop": "END."},
-    "stop_regex 'E[N]D\\.'": {"stop_regex": r"E[N]D\."},
-    "stop_regex '\\p{Lu}{3}\\.'": {"stop_regex": r"\p{Lu}{3}\."},
-    "stop_regex '[[:alpha:]]* ?END\\.'": {"stop_regex": r"[[:alpha:]]* ?END\."},
+    "literal stop `END.`": {"stop": "END."},
+    "`stop_regex` `E[N]D\\.`": {"stop_regex": r"E[N]D\."},
+    "`stop_regex` `\\p{Lu}{3}\\.`": {"stop_regex": r"\p{Lu}{3}\."},
+    "`stop_regex` `[[:alpha:]]* ?END\\.`": {"stop_regex": r"[[:alpha:]]* ?END\."},
 }
 
 
@@ -105,11 +106,13 @@ def main() -> None:
         f"reply of {len(text)} chars in {len(text) // CHUNK + 1} pieces, stop at the end, "
         f"{args.rounds} rounds interleaved (CPU includes the in-process fake server)"
     )
-    header = f"{'stop':34} {'wall s':>8} {'ratio':>6} {'CPU s':>7} {'ratio':>6} {'scanner alone ms':>17}"
-    print(header)
+    rows = []
     for name in ROWS:
         w, c, s = (statistics.median(v[name]) for v in (wall, cpu, scan))
-        print(f"{name:34} {w:8.2f} {w / base_wall:6.2f} {c:7.2f} {c / base_cpu:6.2f} {s * 1000:17.1f}")
+        rows.append([name, f"{w:.2f}", f"{w / base_wall:.2f}", f"{c:.2f}", f"{c / base_cpu:.2f}", f"{s * 1000:.1f}"])
+    long_reply = table(["stop", "wall s", "ratio", "CPU s", "ratio", "scanner alone ms"], rows)
+    print(markdown(long_reply))
+    write_results("stops", {"long_reply": long_reply})
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ BENCH = Path(__file__).resolve().parents[3] / "bench" / "schema_coverage.py"
 
 
 def _coverage_module():
+    if str(BENCH.parent) not in sys.path:
+        sys.path.insert(0, str(BENCH.parent))  # for bench/_results.py, as when run as python bench/...
     spec = importlib.util.spec_from_file_location("schema_coverage", BENCH)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
