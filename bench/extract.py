@@ -472,7 +472,8 @@ def main() -> None:
     args = parser.parse_args()
     parts = set(args.only.split(",")) if args.only else {"1", "2", "3"}
     big, small = (1000, 500) if args.quick else (4000, 2000)
-    print(f"machine: {machine()}\n")
+    on = machine()
+    print(f"machine: {on}\n")
     tables: dict[str, dict[str, Any]] = {}
     load_start = f"{os.getloadavg()[0]:.1f}"
     header = ("client", "latency ms", "inputs", "rec/s", "ratio to ideal", "client CPU ms/rec", "server CPU", "wrong")
@@ -531,7 +532,7 @@ def main() -> None:
         print("\nresumed run's own report:", *summary, sep="\n  ")
     if args.quick or args.only:
         return  # the README's tables come from one full run
-    figures = {"machine": machine(), "load_start": load_start, "load_end": f"{os.getloadavg()[0]:.1f}"}
+    figures = {"machine": on, "load_start": load_start, "load_end": f"{os.getloadavg()[0]:.1f}"}
     write_results("extract", tables, figures=figures)
 
 
