@@ -16,6 +16,7 @@ Checks made before any request (each raises `InvalidProgramError`):
 every format jsonschema knows whatever the schema's draft: a local run's llguidance enforces date-time, date,
 time, duration, email, hostname, ipv4, ipv6 and uuid while generating, so an answer breaking one of them must
 never become a capture here either. Formats nobody can check are annotations, as the specification allows.
+jsonschema itself is loaded by the first schema checked, not at import (`checkers` says why).
 """
 
 from __future__ import annotations
@@ -28,41 +29,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import jsonschema
 import pydantic
-from jsonschema.exceptions import SchemaError
-from referencing.exceptions import Unresolvable
 
 from ..errors import InvalidProgramError
-
-#: Drafts tried, in order, for a schema that does not name its own.
-_FALLBACK_DRAFTS: tuple[type[Any], ...] = (
-    jsonschema.Draft202012Validator,
-    jsonschema.Draft7Validator,
-    jsonschema.Draft4Validator,
-)
-
-
-def _format_checker() -> jsonschema.FormatChecker:
-    """Every format jsonschema checks in drafts 4 to 2020-12, each with its newest meaning.
-
-    Not only the schema's own draft's: llguidance enforces e.g. ``duration`` in a draft-7 schema too.
-    Draft 3 is left out: its ``time`` and ``color`` mean something else than later drafts (or nothing).
-    """
-    checker = jsonschema.FormatChecker(formats=())
-    for cls in (
-        jsonschema.Draft202012Validator,
-        jsonschema.Draft201909Validator,
-        jsonschema.Draft7Validator,
-        jsonschema.Draft6Validator,
-        jsonschema.Draft4Validator,
-    ):
-        for name, entry in cls.FORMAT_CHECKER.checkers.items():
-            checker.checkers.setdefault(name, entry)
-    return checker
-
-
-FORMAT_CHECKER = _format_checker()
+from .checkers import fallback_drafts, format_checker, jsonschema
 
 #: Schema used for ``json()`` without a schema: an object, as guidance's own json() and DeepInfra's
 #: ``json_object`` mode both produce.
@@ -170,9 +140,9 @@ def prepare(schema: dict[str, Any] | None, *, default_name: str = "response") ->
 def _prepare(schema: dict[str, Any] | None, *, default_name: str) -> PreparedSchema:
     if schema is None:
         any_object = dict(ANY_OBJECT)
-        return PreparedSchema(any_object, jsonschema.Draft202012Validator(any_object), "json_object", False)
+        return PreparedSchema(any_object, jsonschema().Draft202012Validator(any_object), "json_object", False)
     validator_cls = _pick_draft(schema)
-    validator = validator_cls(schema, format_checker=FORMAT_CHECKER)
+    validator = validator_cls(schema, format_checker=format_checker())
     _check_refs(schema, validator)
     return PreparedSchema(schema, validator, schema_name(schema, default_name), True)
 
@@ -187,18 +157,19 @@ def schema_name(schema: Mapping[str, Any], default: str = "response") -> str:
 def _pick_draft(schema: dict[str, Any]) -> type[Any]:
     declared = schema.get("$schema")
     if isinstance(declared, str) and declared:
-        cls = jsonschema.validators.validator_for(schema, default=None)
+        cls = jsonschema().validators.validator_for(schema, default=None)
         if cls is None:
             raise InvalidProgramError(f"unknown JSON Schema draft {declared!r} in $schema")
         candidates: tuple[type[Any], ...] = (cls,)
     else:
-        candidates = _FALLBACK_DRAFTS
-    first_error: SchemaError | None = None
+        candidates = fallback_drafts()
+    schema_error = jsonschema().exceptions.SchemaError
+    first_error: Any = None
     for cls in candidates:
         try:
             cls.check_schema(schema)
             return cls
-        except SchemaError as exc:
+        except schema_error as exc:
             first_error = first_error or exc
     assert first_error is not None
     where = _path(first_error.absolute_path)
@@ -207,6 +178,8 @@ def _pick_draft(schema: dict[str, Any]) -> type[Any]:
 
 def _check_refs(schema: dict[str, Any], validator: Any) -> None:
     """Resolve every ``$ref`` now so an unresolvable one fails before any request, never mid-validation."""
+    from referencing.exceptions import Unresolvable  # jsonschema's own dependency, loaded with it
+
     resolver = validator._resolver  # the referencing resolver for this schema
     for ref in sorted(set(_refs(schema))):
         try:
