@@ -31,6 +31,7 @@ from .errors import (
     ModelNotFoundError,
     ProtocolError,
     RateLimitError,
+    ReasoningBudgetWarning,
     RequestTimeoutError,
     ServerError,
     ToolArgumentsError,
@@ -45,6 +46,8 @@ from .model import DEFAULT_MODEL, DeepInfra
 from .probabilities import enum_confidence as enum_confidence  # enum fields of a JSON reply read elsewhere
 from .probabilities import option_probs as option_probs  # every select option's probability, from one call
 from .profile import PROFILES, ModelProfile, UnsupportedFeatureWarning, declare_profile
+from .thinking import ReasoningSetting as ReasoningSetting  # what a request says about reasoning
+from .thinking import reasoning as reasoning  # `with reasoning("none"): ...` for one block of a program
 from .transport.client import DEFAULT_BASE_URL, RetryPolicy
 from .transport.client import TransportObserver as TransportObserver  # watch usage, 429s and retry waits
 from .usage import ConstraintStats, DeepInfraUsage
@@ -79,6 +82,7 @@ __all__ = [
     "RetryPolicy",
     "ServerError",
     "ToolArgumentsError",
+    "ReasoningBudgetWarning",
     "UnclosedReasoningError",
     "UnsupportedFeatureError",
     "UnsupportedFeatureWarning",
@@ -88,4 +92,5 @@ __all__ = [
     "extract",
     "limits",
     "option_probs",
+    "reasoning",
 ]

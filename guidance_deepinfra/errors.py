@@ -214,6 +214,11 @@ class UnclosedReasoningError(DeepInfraError):
         self.reasoning = redact(reasoning)
 
 
+class ReasoningBudgetWarning(UserWarning):
+    """A reply ended for its length (``finish_reason: length``) after reasoning and before any answer: the
+    model spent the request's ``max_tokens`` thinking, so a gen's text is empty."""
+
+
 @dataclass(frozen=True)
 class Attempt:
     """One try at satisfying a client-side constraint: what came back and why it was refused."""

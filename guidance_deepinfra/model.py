@@ -93,8 +93,15 @@ class DeepInfra(Model):
         Retries for 429/5xx/timeouts (exponential backoff with jitter, Retry-After honoured; default 4, or
         the `retry` policy's own) and the per-request timeout in seconds.
     request_defaults:
-        Documented DeepInfra fields sent with every request, e.g. ``{"seed": 7, "service_tier": "priority",
-        "reasoning_effort": "none"}``. Unknown fields are refused here.
+        Documented DeepInfra fields sent with every request, e.g. ``{"seed": 7, "service_tier": "priority"}``.
+        Unknown fields are refused here.
+    reasoning_effort, reasoning, chat_template_kwargs:
+        How much a reasoning model thinks before it answers (see `guidance_deepinfra.thinking`):
+        ``reasoning_effort`` one of ``none``, ``low``, ``medium``, ``high`` (``none`` turns reasoning off),
+        ``reasoning`` DeepInfra's object ``{"effort": ..., "enabled": ...}``, ``chat_template_kwargs`` what the
+        model's chat template reads (``{"enable_thinking": False}`` on Qwen3). Checked here; a
+        ``with guidance_deepinfra.reasoning(...)`` block overrides them for part of a program. DeepInfra
+        counts reasoning as output tokens, so it shares each request's ``max_tokens`` with the answer.
     logprobs, top_logprobs:
         Ask for token log probabilities (guidance's token view uses them); dropped automatically for a model
         that refuses them.
@@ -128,6 +135,9 @@ class DeepInfra(Model):
         profile: ModelProfile | None = None,
         max_attempts: int = 3,
         retry: RetryPolicy | None = None,
+        reasoning_effort: str | None = None,
+        reasoning: dict[str, Any] | None = None,
+        chat_template_kwargs: dict[str, Any] | None = None,
         profiles: ProfileRegistry | None = None,
         transport: Transport | None = None,
         **client_kwargs: Any,
@@ -162,6 +172,13 @@ class DeepInfra(Model):
             )
         if profile is not None and not isinstance(profile, ModelProfile):
             raise ConfigurationError(f"profile must be a ModelProfile, got {type(profile).__name__}")
+        given = {
+            "reasoning_effort": reasoning_effort,
+            "reasoning": reasoning,
+            "chat_template_kwargs": chat_template_kwargs,
+        }
+        if any(v is not None for v in given.values()):
+            request_defaults = {**(request_defaults or {}), **{k: v for k, v in given.items() if v is not None}}
         registry = profiles or PROFILES
         interpreter = DeepInfraInterpreter(
             model,

@@ -38,13 +38,21 @@ class DeepInfraUsage:
     ``estimated_cost`` is DeepInfra's own ``usage.estimated_cost`` (USD) summed over calls; it reflects the
     service tier that served each call. Calls cut short on the client (a regex stop) may report no usage;
     they are counted in ``calls_without_usage``.
+
+    ``reasoning_tokens`` are the completion tokens a reasoning model spent thinking, as DeepInfra reports them
+    (``completion_tokens_details.reasoning_tokens``); they are part of ``completion_tokens``, and billed as
+    output. ``reasoning_cost`` is their share of ``estimated_cost``: DeepInfra reports one cost per call, so
+    each call's cost is shared out over its tokens in proportion to their number (an estimate; where output
+    tokens cost more than prompt tokens, the true share is larger).
     """
 
     calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
+    reasoning_tokens: int = 0
     estimated_cost: float = 0.0
+    reasoning_cost: float = 0.0
     calls_without_usage: int = 0
     constraints: dict[str, ConstraintStats] = field(default_factory=dict)
 
@@ -66,10 +74,14 @@ class DeepInfraUsage:
         if cached is None and isinstance(details, dict):
             cached = details.get("cached_tokens")
         self.cached_tokens += int(cached or 0)
+        thought = _reasoning_tokens(getattr(usage, "completion_tokens_details", None), completion)
+        self.reasoning_tokens += thought
         extra = getattr(usage, "model_extra", None) or {}
         cost = extra.get("estimated_cost", getattr(usage, "estimated_cost", None))
-        if isinstance(cost, (int, float)):
+        if isinstance(cost, (int, float)) and not isinstance(cost, bool):
             self.estimated_cost += float(cost)
+            if thought:
+                self.reasoning_cost += float(cost) * thought / max(1, prompt + completion)
         return prompt, completion
 
     def constraint(self, kind: str) -> ConstraintStats:
@@ -82,9 +94,21 @@ class DeepInfraUsage:
             f"{self.calls} call(s), {self.prompt_tokens} prompt + {self.completion_tokens} completion tokens"
             f" ({self.cached_tokens} cached), estimated cost ${self.estimated_cost:.6f}"
         )
+        if self.reasoning_tokens:
+            text += f"\n  reasoning: {self.reasoning_tokens} of the completion tokens (~${self.reasoning_cost:.6f})"
         for kind, stats in sorted(self.constraints.items()):
             text += f"\n  {kind}: {stats.satisfied} satisfied, {stats.failed} failed, {stats.round_trips} round trip(s)"
         return text
+
+
+def _reasoning_tokens(details: Any, completion: int) -> int:
+    """``completion_tokens_details.reasoning_tokens`` (an object or a dict), bounded by the completion tokens."""
+    if details is None:
+        return 0
+    value = details.get("reasoning_tokens") if isinstance(details, dict) else getattr(details, "reasoning_tokens", None)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        return 0
+    return min(value, completion) if completion else value
 
 
 class _UsageView:
@@ -94,6 +118,7 @@ class _UsageView:
         self.prompt_tokens = fields.get("prompt_tokens")
         self.completion_tokens = fields.get("completion_tokens")
         self.prompt_tokens_details = fields.get("prompt_tokens_details")
+        self.completion_tokens_details = fields.get("completion_tokens_details")
         self.model_extra = fields
 
 

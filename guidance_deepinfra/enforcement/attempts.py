@@ -186,13 +186,27 @@ class AttemptLoop(Generic[AnswerT, AcceptedT]):
             stats.failed += 1
 
 
+class AttemptLabels(Protocol):
+    """Told which attempt is running and, at the end, which was accepted (the reasoning of each reply is
+    labelled with it: `interpreter.reasoning.AttemptLabels`)."""
+
+    def begin_attempt(self, attempt: int) -> None: ...
+
+    def end_attempts(self, accepted: int | None) -> None: ...
+
+
 def run_attempts(
-    loop: AttemptLoop[AnswerT, AcceptedT], attempt: Callable[[dict[str, Any]], Generator[Any, None, AnswerT]]
+    loop: AttemptLoop[AnswerT, AcceptedT],
+    attempt: Callable[[dict[str, Any]], Generator[Any, None, AnswerT]],
+    labels: AttemptLabels | None = None,
 ) -> Generator[Any, None, AcceptedT]:
     """Drive `loop` with `attempt` (one request and its answer; it may stream into a program) until an answer
     is accepted; raise the loop's `ConstraintError` when a bound is reached."""
+    accepted_at: int | None = None
     try:
         while (body := loop.next_request()) is not None:
+            if labels is not None:
+                labels.begin_attempt(loop.answers + 1)
             try:
                 answer = yield from attempt(body)
             except FORMAT_REFUSALS as exc:
@@ -201,10 +215,14 @@ def run_attempts(
                 raise
             accepted = loop.answered(answer)
             if accepted is not None:
+                accepted_at = loop.answers
                 return accepted
     except BaseException:
         loop.record(satisfied=None)
         raise
+    finally:
+        if labels is not None:
+            labels.end_attempts(accepted_at)
     raise loop.error()
 
 

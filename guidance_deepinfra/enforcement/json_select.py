@@ -38,6 +38,7 @@ from ..interpreter.logprobs import (
     score_select,
     top_level_value_spans,
 )
+from ..interpreter.reasoning import budget_spent
 from ..lowering import prompts
 from ..lowering.schema import PreparedSchema, parse_and_check, prepare
 from ..profile import JsonMode
@@ -91,7 +92,9 @@ class JsonSelectMixin(DeepInfraBaseInterpreter):
         self._check_can_generate()
         enum_schema = {"type": "string", "enum": list(options)}
         budget = max(len(json.dumps(o).encode()) for o in options) + 24
-        max_tokens = min(spec.max_tokens, budget) if spec.max_tokens else budget
+        max_tokens: int | None = min(spec.max_tokens, budget) if spec.max_tokens else budget
+        if self.profile.reasons:
+            max_tokens = spec.max_tokens  # the reasoning shares max_tokens: a bound sized for the option is too small
 
         def request(mode: JsonMode) -> tuple[dict[str, Any] | None, str | None]:
             if mode == "json_schema":
@@ -104,6 +107,13 @@ class JsonSelectMixin(DeepInfraBaseInterpreter):
         def attempt(body: dict[str, Any], mode: JsonMode) -> Generator[OutputAttr, None, CheckedAnswer]:
             yield from ()  # not streamed: the program gets the decoded option, not the JSON string
             result = self.collect(body)
+            if result.reasoning_spent and spec.max_tokens is None and "max_tokens" in body:
+                # The bound sized for the option went into reasoning (the model was not known to reason): the
+                # same attempt again without it, as for a model known to reason.
+                body = {k: v for k, v in body.items() if k != "max_tokens"}
+                result = self.collect(body)
+            if result.reasoning_spent:
+                return CheckedAnswer(result.text, None, [budget_spent(body.get("max_tokens"))], fatal=True)
             choice = _decode_choice(result.text, options)
             if choice is not None:
                 log_prob, distribution, lead = score_select(
@@ -180,6 +190,9 @@ class JsonSelectMixin(DeepInfraBaseInterpreter):
             if self.request_tokens is not None:
                 requests.append((offset, self.request_tokens))
             finish_reason = finish[0] if finish else None
+            if self.last_split is not None and self.last_split.spent_reasoning(finish_reason):
+                yield from writer.backtrack()  # nothing to continue: the budget went into reasoning
+                return CheckedAnswer(raw, None, [budget_spent(body.get("max_tokens"))], fatal=True)
             following, cut = next_continuation(body, raw[answered:], finish_reason, continuation, user_max_tokens)
             if cut is not None:
                 yield from writer.backtrack()
@@ -243,7 +256,9 @@ class JsonSelectMixin(DeepInfraBaseInterpreter):
             token_budget=bounds.token_budget,
             model=self.model,
         )
-        accepted = yield from run_attempts(loop, lambda body: attempt(body, strategy.mode))
+        capture = spec.captures[0][0] if spec.captures else None
+        labels = self.attempt_labels(capture)
+        accepted = yield from run_attempts(loop, lambda body: attempt(body, strategy.mode), labels)
         yield from self._accept(spec, accepted)
 
     def _accept(self, spec: _Spec, outcome: CheckedAnswer) -> Iterator[OutputAttr]:

@@ -33,6 +33,7 @@ from ..bounds import current_limits
 from ..errors import Attempt, ConstraintError, InvalidParameterError, UnsupportedFeatureError
 from ..interpreter.grammar_attrs import request_attributes
 from ..interpreter.logprobs import Piece, carried_pieces, grammar_capture_log_probs, reply_pieces
+from ..interpreter.reasoning import budget_spent
 from ..lowering import prompts
 from ..lowering.pattern import ServerForm, is_regular, server_form
 from .attempts import AttemptLoop, Stop, run_attempts
@@ -121,6 +122,8 @@ class GrammarLadder:
                 self.server_skip = ""
                 self.server_form = server_form(node)
         self.attempts: list[Attempt] = []
+        #: Why the last answer was empty when its model spent the budget reasoning (`budget_spent`).
+        self.spent_reasoning = ""
         self.step = self._first_step()
         #: Which request generated which bytes of each candidate answer judged so far (for log probabilities).
         self.layouts: dict[str, list[Piece]] = {}
@@ -137,7 +140,8 @@ class GrammarLadder:
             token_budget=limits.token_budget,
             model=self.interpreter.model,
         )
-        return (yield from run_attempts(loop, self._collect))
+        labels = self.interpreter.attempt_labels(self.rule.capture if self.rule is not None else None)
+        return (yield from run_attempts(loop, self._collect, labels))
 
     def _collect(self, body: dict[str, Any]) -> Generator[Any, None, CallResult]:
         yield from ()  # not streamed: only a checked answer reaches the program
@@ -150,6 +154,10 @@ class GrammarLadder:
         return self._body(self.step, remaining_tokens)
 
     def judge(self, answer: CallResult) -> tuple[Followed | None, bool]:
+        if answer.reasoning_spent:  # no answer to judge, and asking again with the same budget gives none
+            self.spent_reasoning = budget_spent(self.attributes.max_tokens)
+            self.attempts.append(Attempt(answer.text, (self.spent_reasoning,), self.step.kind))
+            return None, True
         accepted, self.step = self._judge(self.step, answer)
         return accepted, False
 
@@ -163,6 +171,8 @@ class GrammarLadder:
         return True
 
     def failure(self, stop: Stop) -> str:
+        if stop.reason == "hopeless" and self.spent_reasoning:
+            return f"{self.spent_reasoning}; nothing was written to the program"
         if stop.reason == "budget":
             why = f"the token budget of {stop.budget} was spent ({stop.spent} tokens)"
         else:

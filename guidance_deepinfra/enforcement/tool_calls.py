@@ -103,7 +103,7 @@ class ToolCallMixin(DeepInfraBaseInterpreter):
             token_budget=bounds.token_budget,
             model=self.model,
         )
-        turn = yield from run_attempts(loop, self._whole_turn)
+        turn = yield from run_attempts(loop, self._whole_turn, self.attempt_labels(None))
         yield from self._handle_stream(iter(turn), tool_args.guarded(node.tools))
 
     def _whole_turn(self, body: dict[str, Any]) -> Generator[OutputAttr, None, Turn]:

@@ -33,6 +33,7 @@ from ..enforcement.json_select import _short as short_schema
 from ..errors import InvalidProgramError, UnsupportedFeatureError
 from ..interpreter.base import DeepInfraBaseInterpreter, learn_refusal
 from ..interpreter.logprobs import TokenScore, entries_after, joined_bytes
+from ..interpreter.reasoning import budget_spent
 from ..lowering import prompts
 from ..lowering.schema import parse_and_check, prepare
 from ..model import DeepInfra
@@ -151,6 +152,8 @@ class FastExtractor:
             answer, split = self.interpreter.split_whole(reply.text, reply.reasoning)
             if split.unclosed:
                 raise self.interpreter.unclosed_error(split, reply.finish_reason, body)
+            if split.spent_reasoning(reply.finish_reason):
+                return CheckedAnswer(raw + answer, None, [budget_spent(body.get("max_tokens"))], fatal=True)
             raw += answer
             logprobs = entries_after(reply.logprobs, reply.text, split.answer_at)
             entries = None if entries is None or logprobs is None else entries + logprobs

@@ -11,6 +11,7 @@ Constraint nodes (json, select, regex, grammars) are handled by the mixins compo
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -41,14 +42,15 @@ from openai.types.chat import ChatCompletionChunk
 from openai.types.chat.chat_completion_chunk import Choice, ChoiceDelta
 from pydantic import TypeAdapter
 
-from ..errors import InvalidProgramError, UnclosedReasoningError, UnsupportedFeatureError
+from ..errors import InvalidProgramError, ReasoningBudgetWarning, UnclosedReasoningError, UnsupportedFeatureError
 from ..profile import ModelProfile, ProfileRegistry, profile_field_for
+from ..thinking import ReasoningSetting, current_reasoning, setting_from_fields
 from ..transport import body as _request
 from ..transport.client import Transport
 from ..usage import DeepInfraUsage, SharedUsage
 from .grammar_attrs import request_statements
 from .logprobs import RequestTokens, span_log_prob
-from .reasoning import ReasoningSplit
+from .reasoning import AttemptLabels, ReasoningEntry, ReasoningSource, ReasoningSplit, budget_spent
 from .stops import StopScanner, StopSpec, stop_spec_for
 
 _MESSAGES = TypeAdapter(list[Message])
@@ -60,8 +62,8 @@ class DeepInfraState(OpenAIState):
     def __init__(self) -> None:
         super().__init__()
         self.usage = DeepInfraUsage()
-        #: Reasoning text (``reasoning_content``) of each call that had any, oldest first.
-        self.reasoning: list[str] = []
+        #: The reasoning of each call that had any, oldest first, labelled with its capture and attempt.
+        self.reasoning: list[ReasoningEntry] = []
         self.finish_reasons: list[str | None] = []
         #: Per capture name: the options of a select (or the enum fields of a json) and their probabilities
         #: (`guidance_deepinfra.option_probs` reads them; see `interpreter.logprobs`).
@@ -107,6 +109,9 @@ class DeepInfraBaseInterpreter(BaseOpenAIInterpreter):
         #: The profile passed to this model object, if any: it belongs to this object alone.
         self.own_profile = own_profile
         self.request_defaults = _request.check_defaults(request_defaults)
+        #: How much this model object's requests may reason (`thinking`); a `reasoning()` block overrides it.
+        self.reasoning_setting: ReasoningSetting = setting_from_fields(self.request_defaults)
+        self._plain_defaults = {k: v for k, v in self.request_defaults.items() if k not in _request.REASONING_FIELDS}
         self.logprobs = logprobs
         self.top_k = top_logprobs
         self.max_attempts = max_attempts
@@ -118,6 +123,8 @@ class DeepInfraBaseInterpreter(BaseOpenAIInterpreter):
         #: How the latest reply was split into reasoning and answer (`interpreter.reasoning`), and why it ended.
         self.last_split: ReasoningSplit | None = None
         self.finish_reason: str | None = None
+        #: The labels of the node being tried (its capture, the attempt in force), for `lm.reasoning`.
+        self.labels: AttemptLabels | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model={self.model!r}, base_url={self.transport.base_url!r})"
@@ -176,7 +183,7 @@ class DeepInfraBaseInterpreter(BaseOpenAIInterpreter):
         return _request.chat_body(
             model=self.model,
             messages=messages if messages is not None else self.request_messages(),
-            defaults=self.request_defaults,
+            defaults={**self._plain_defaults, **current_reasoning(self.reasoning_setting).fields()},
             sampling=_request.sampling_fields(sampling_params),
             temperature=temperature,
             max_tokens=max_tokens,
@@ -300,10 +307,19 @@ class DeepInfraBaseInterpreter(BaseOpenAIInterpreter):
         if shape is not None and self.profile.reasoning == "unknown":
             self.profiles.learn_reasoning(self.model, shape, self.transport.base_url, self.own_profile)
 
-    def record_reasoning(self, text: str, *, source: str) -> None:
+    def record_reasoning(self, text: str, *, source: ReasoningSource) -> None:
         """Keep one reply's reasoning (`lm.reasoning`); `source` is where it came from (``field``, ``inline``,
-        ``closing``)."""
-        self.state.reasoning.append(text)
+        ``closing``). Outside a checked node (`attempt_labels`) the entry is a plain gen's, accepted."""
+        labels = self.labels
+        if labels is not None and not labels.ended and labels.entries is self.state.reasoning:
+            self.state.reasoning.append(labels.entry(text, source))
+        else:
+            self.state.reasoning.append(ReasoningEntry(text, source=source, accepted=True))
+
+    def attempt_labels(self, capture: str | None) -> AttemptLabels:
+        """Labels for the reasoning of the node about to be tried; they stay in force until the next node's."""
+        self.labels = AttemptLabels(self.state.reasoning, capture)
+        return self.labels
 
     def split_whole(self, content: str, field_reasoning: str | None) -> tuple[str, ReasoningSplit]:
         """The answer of a reply that came whole (the extraction fast path) and its split; the model's way of
@@ -322,12 +338,7 @@ class DeepInfraBaseInterpreter(BaseOpenAIInterpreter):
         """The error of a reply that opened ``<think>`` and ended before ``</think>``."""
         max_tokens = (body or {}).get("max_tokens")
         if finish_reason == "length":
-            budget = f"max_tokens={max_tokens}" if max_tokens is not None else "the model's output limit"
-            why = (
-                f"the reply opened <think> and did not close it within {budget} (finish_reason: length): the "
-                "model spent its budget reasoning and wrote no answer; raise max_tokens or pass "
-                "reasoning_effort='low' or 'none'"
-            )
+            why = f"the reply opened <think> and did not close it: {budget_spent(max_tokens)}"
         else:
             why = (
                 f"the reply opened <think> and ended before </think> (finish_reason: {finish_reason}): it holds "
@@ -415,26 +426,36 @@ class DeepInfraBaseInterpreter(BaseOpenAIInterpreter):
             max_tokens=node.max_tokens,
             stop=api_stops or None,
         )
-        while True:
-            generated = ""
-            try:
-                for attr in self.stream_into_state(body, scanner=scanner):
-                    if isinstance(attr, TextOutput) and not attr.is_input:
-                        generated += attr.value
-                    yield attr
-            except UnclosedReasoningError as exc:
-                if exc.finish_reason != "stop" or "stop" not in body:
-                    raise
-                body = _without_stops(body)  # the server's stop fired inside the reasoning: nothing was written
-                scanner = StopScanner(spec) if spec is not None else None
-                continue
-            split = self.last_split
-            if "stop" in body and split is not None and split.source == "field" and not split.answered:
-                if self.finish_reason == "stop":  # a stop in the field's reasoning may have ended the reply
-                    body = _without_stops(body)
+        labels = self.attempt_labels(node.capture)
+        attempt, accepted = 0, None
+        try:
+            while True:
+                generated = ""
+                attempt += 1
+                labels.begin_attempt(attempt)
+                try:
+                    for attr in self.stream_into_state(body, scanner=scanner):
+                        if isinstance(attr, TextOutput) and not attr.is_input:
+                            generated += attr.value
+                        yield attr
+                except UnclosedReasoningError as exc:
+                    if exc.finish_reason != "stop" or "stop" not in body:
+                        raise
+                    body = _without_stops(body)  # the server's stop fired inside the reasoning: nothing was written
                     scanner = StopScanner(spec) if spec is not None else None
                     continue
-            break
+                split = self.last_split
+                if "stop" in body and split is not None and split.source == "field" and not split.answered:
+                    if self.finish_reason == "stop":  # a stop in the field's reasoning may have ended the reply
+                        body = _without_stops(body)
+                        scanner = StopScanner(spec) if spec is not None else None
+                        continue
+                break
+            accepted = attempt
+        finally:
+            labels.end_attempts(accepted)
+        if self.last_split is not None and self.last_split.spent_reasoning(self.finish_reason):
+            warn_reasoning_budget(self.model, body.get("max_tokens"), node.capture)
         stopped = scanner is not None and scanner.done
         if spec is not None and spec.emit_suffix and stopped:
             self.state.apply_text(spec.emit_suffix)
@@ -516,6 +537,12 @@ def learn_refusal(
     if field_name == "logprobs" and "logprobs" in body:
         return {k: v for k, v in body.items() if k not in ("logprobs", "top_logprobs")}
     return None
+
+
+def warn_reasoning_budget(model: str, max_tokens: Any, capture: str | None) -> None:
+    """Say that a gen's text is empty because its model spent the budget reasoning."""
+    where = f"gen({capture!r})" if capture else "a gen()"
+    warnings.warn(f"{where} on {model!r}: {budget_spent(max_tokens)}", ReasoningBudgetWarning, stacklevel=4)
 
 
 def _without_stops(body: dict[str, Any]) -> dict[str, Any]:

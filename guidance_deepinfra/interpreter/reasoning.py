@@ -24,7 +24,7 @@ what could still be (part of) a tag is held back.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from ..profile import ReasoningShape
 
@@ -169,6 +169,98 @@ class ReasoningSplit:
         if text:
             self.answered = True
         return text
+
+
+def budget_spent(max_tokens: object) -> str:
+    """Why a reply has no answer when its model spent the whole budget reasoning, and what to do."""
+    budget = f"its {max_tokens} max_tokens" if isinstance(max_tokens, int) else "its output limit"
+    return (
+        f"the model spent {budget} reasoning and wrote no answer (finish_reason: length; DeepInfra counts "
+        "reasoning as output tokens); raise max_tokens or pass reasoning_effort='low' or 'none'"
+    )
+
+
+class ReasoningEntry(str):
+    """One reply's reasoning in `lm.reasoning`: its text (an entry is a ``str``, so code that reads
+    `lm.reasoning` as texts keeps working), where it came from, and which attempt of which capture it belongs to.
+
+    `source` is ``field``, ``inline`` or ``closing``; `capture` the capture name of the node the reply answered
+    (None for a node without one); `attempt` its attempt number (1 for a plain gen's one request); `accepted`
+    whether that attempt's answer was kept (False for the refused attempts of a checked constraint), or None
+    while its constraint is still being tried.
+    """
+
+    source: ReasoningSource
+    capture: str | None
+    attempt: int
+    accepted: bool | None
+
+    def __new__(
+        cls,
+        text: str,
+        *,
+        source: ReasoningSource = "field",
+        capture: str | None = None,
+        attempt: int = 1,
+        accepted: bool | None = None,
+    ) -> ReasoningEntry:
+        entry = super().__new__(cls, text)
+        entry.source, entry.capture, entry.attempt, entry.accepted = source, capture, attempt, accepted
+        return entry
+
+    def settled(self, accepted: bool) -> ReasoningEntry:
+        """This entry once its constraint ended: `accepted` says whether its attempt was kept."""
+        return ReasoningEntry(
+            str(self), source=self.source, capture=self.capture, attempt=self.attempt, accepted=accepted
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"ReasoningEntry({str(self)!r}, source={self.source!r}, capture={self.capture!r}, "
+            f"attempt={self.attempt}, accepted={self.accepted})"
+        )
+
+    def __reduce__(self) -> Any:
+        return (_entry, (str(self), self.source, self.capture, self.attempt, self.accepted))
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> ReasoningEntry:
+        return self  # immutable
+
+
+def _entry(
+    text: str, source: ReasoningSource, capture: str | None, attempt: int, accepted: bool | None
+) -> ReasoningEntry:
+    return ReasoningEntry(text, source=source, capture=capture, attempt=attempt, accepted=accepted)
+
+
+class AttemptLabels:
+    """Labels the reasoning recorded while one node is tried (`lm.reasoning`): each reply's entry gets the
+    node's capture and the attempt number in force, and when the node ends, whether its attempt was accepted.
+
+    `entries` is the program state's list of entries; the attempt loop calls `begin_attempt` before each
+    request of an attempt and `end_attempts` once, with the accepted attempt's number (None when none was).
+    """
+
+    def __init__(self, entries: list[ReasoningEntry], capture: str | None) -> None:
+        self.entries = entries
+        self.capture = capture
+        self.attempt = 1
+        self.ended = False
+        self._start = len(entries)
+
+    def begin_attempt(self, attempt: int) -> None:
+        self.attempt = attempt
+
+    def entry(self, text: str, source: ReasoningSource) -> ReasoningEntry:
+        """The entry of one reply's reasoning, labelled with this node's capture and current attempt."""
+        return ReasoningEntry(text, source=source, capture=self.capture, attempt=self.attempt)
+
+    def end_attempts(self, accepted: int | None) -> None:
+        self.ended = True
+        for i in range(self._start, len(self.entries)):
+            entry = self.entries[i]
+            if entry.accepted is None:
+                self.entries[i] = entry.settled(entry.attempt == accepted)
 
 
 def whole_answer(

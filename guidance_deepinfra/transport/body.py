@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import ConfigurationError, InvalidProgramError
+from ..thinking import setting_from_fields
 
 #: Stop strings DeepInfra accepts in one request (its ``stop`` field); `_stops` plans client-side stops around it.
 API_STOP_LIMIT = 4
@@ -33,14 +34,19 @@ DOCUMENTED_FIELDS: frozenset[str] = frozenset(
         "tool_choice",
         "service_tier",
         "reasoning_effort",
+        "reasoning",
         "logprobs",
         "top_logprobs",
         "top_k",
         "min_p",
         "repetition_penalty",
         "seed",
+        "chat_template_kwargs",
     }
 )
+
+#: The fields that say how a model reasons (`thinking.ReasoningSetting` checks and sends them).
+REASONING_FIELDS = frozenset({"reasoning_effort", "reasoning", "chat_template_kwargs"})
 
 #: Fields a user may set as per-model defaults (the rest are set by the program itself).
 USER_DEFAULT_FIELDS: frozenset[str] = DOCUMENTED_FIELDS - {
@@ -64,7 +70,7 @@ _NUMBER_FIELDS = frozenset(
     {"temperature", "top_p", "min_p", "presence_penalty", "frequency_penalty", "repetition_penalty"}
 )
 _INTEGER_FIELDS = frozenset({"top_k", "seed", "max_tokens", "n"})
-_STRING_FIELDS = frozenset({"service_tier", "reasoning_effort"})
+_STRING_FIELDS = frozenset({"service_tier"})
 
 
 def check_value(name: str, value: Any, error: type[Exception] = ConfigurationError) -> Any:
@@ -100,6 +106,7 @@ def check_defaults(defaults: Mapping[str, Any] | None) -> dict[str, Any]:
         )
     for name, value in defaults.items():
         check_value(name, value)
+    setting_from_fields(defaults)  # an unknown effort is refused here, before any request
     return dict(defaults)
 
 

@@ -32,6 +32,7 @@ RANKS = {
     "bounds": 0,
     "profile": 0,
     "usage": 0,
+    "thinking": 0,
     "transport": 1,
     "lowering": 2,
     "interpreter": 3,
