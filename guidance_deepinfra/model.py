@@ -15,6 +15,7 @@ from guidance._schema import SamplingParams
 from guidance.models import Model
 
 from .bounds import check_positive_int
+from .cache.store import DEFAULT_MAX_BYTES, CacheRun, open_cache, resolve_path
 from .enforcement.grammar import GrammarMixin
 from .enforcement.json_select import JsonSelectMixin
 from .enforcement.tool_calls import ToolCallMixin
@@ -63,13 +64,19 @@ def _check_shared_transport(transport: Transport, **given: Any) -> None:
     """Refuse transport settings given beside a shared `transport`: they are that transport's own."""
     if not isinstance(transport, Transport):
         raise ConfigurationError(f"transport must be a DeepInfra model's Transport, got {type(transport).__name__}")
-    defaults = {"timeout": 120.0, "stream_deadline": 900.0, "client_kwargs": {}}
+    defaults = {"timeout": 120.0, "stream_deadline": 900.0, "client_kwargs": {}, "cache": None}
     clashing = sorted(name for name, value in given.items() if value != defaults.get(name))
     if clashing:
         raise ConfigurationError(
             f"{', '.join(clashing)} cannot be given with a shared transport: they are the transport's own "
             f"({transport!r})"
         )
+
+
+def cache_run(cache: str | os.PathLike[str] | bool | None, max_bytes: int = DEFAULT_MAX_BYTES) -> CacheRun | None:
+    """The cache run a new transport answers from: `cache` as `DeepInfra` reads it, else the environment's."""
+    path = resolve_path(cache)
+    return None if path is None else CacheRun(open_cache(path, max_bytes=max_bytes))
 
 
 class DeepInfra(Model):
@@ -110,6 +117,15 @@ class DeepInfra(Model):
         refusals. It belongs to this object alone; `declare_profile` declares one for the whole process.
     max_attempts:
         Default bound on attempts for client-checked constraints (JSON validation, regex, grammars).
+    cache:
+        A file of answers to re-use (``True`` for ``responses.sqlite3`` in the user's cache directory; default:
+        the ``GUIDANCE_DEEPINFRA_CACHE`` environment variable, a path or ``1``, else no cache; ``False`` for
+        none whatever the environment says). A request sent before with the same body to the same base URL
+        is answered from the file, the k-th identical request of this model object (and its copies) by the
+        k-th answer stored for it, and goes through every check as a live answer does. ``lm.usage`` counts
+        such calls as ``cached_calls`` and their cost as ``saved_cost``. See `cache.store`.
+    cache_max_bytes:
+        The cache file's bound on stored answers; the least recently used go first past it.
     transport:
         The `Transport` of another model to share (its connection pool, retry policy, request counters and
         observers) instead of building one; then the key, endpoint, timeouts, retries and client options are
@@ -140,6 +156,8 @@ class DeepInfra(Model):
         chat_template_kwargs: dict[str, Any] | None = None,
         profiles: ProfileRegistry | None = None,
         transport: Transport | None = None,
+        cache: str | os.PathLike[str] | bool | None = None,
+        cache_max_bytes: int = DEFAULT_MAX_BYTES,
         **client_kwargs: Any,
     ) -> None:
         if not isinstance(model, str) or not model.strip():
@@ -157,6 +175,7 @@ class DeepInfra(Model):
                 timeout=timeout,
                 stream_deadline=stream_deadline,
                 retry=policy,
+                cache=cache_run(cache, cache_max_bytes),
                 **client_kwargs,
             )
         else:
@@ -169,6 +188,7 @@ class DeepInfra(Model):
                 timeout=timeout,
                 stream_deadline=stream_deadline,
                 client_kwargs=client_kwargs,
+                cache=cache,
             )
         if profile is not None and not isinstance(profile, ModelProfile):
             raise ConfigurationError(f"profile must be a ModelProfile, got {type(profile).__name__}")

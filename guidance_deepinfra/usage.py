@@ -44,9 +44,15 @@ class DeepInfraUsage:
     output. ``reasoning_cost`` is their share of ``estimated_cost``: DeepInfra reports one cost per call, so
     each call's cost is shared out over its tokens in proportion to their number (an estimate; where output
     tokens cost more than prompt tokens, the true share is larger).
+
+    Calls answered from the request cache are not in ``calls``, the token counts or ``estimated_cost``
+    (nothing was sent or paid): they are ``cached_calls``, and ``saved_cost`` is what DeepInfra reported for
+    them when they were first made.
     """
 
     calls: int = 0
+    cached_calls: int = 0
+    saved_cost: float = 0.0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
@@ -65,6 +71,12 @@ class DeepInfraUsage:
         """Add a stream chunk's ``usage`` object (or a non-streamed answer's usage dict); return its tokens."""
         if isinstance(usage, dict):
             usage = _UsageView(usage)
+        extra = getattr(usage, "model_extra", None) or {}
+        if extra.get("replayed_from_cache") is True:  # marked by the transport's replay (`transport.cached`)
+            cost = extra.get("estimated_cost")
+            if isinstance(cost, (int, float)):
+                self.saved_cost += float(cost)
+            return 0, 0
         prompt = int(getattr(usage, "prompt_tokens", 0) or 0)
         completion = int(getattr(usage, "completion_tokens", 0) or 0)
         self.prompt_tokens += prompt
@@ -76,7 +88,6 @@ class DeepInfraUsage:
         self.cached_tokens += int(cached or 0)
         thought = _reasoning_tokens(getattr(usage, "completion_tokens_details", None), completion)
         self.reasoning_tokens += thought
-        extra = getattr(usage, "model_extra", None) or {}
         cost = extra.get("estimated_cost", getattr(usage, "estimated_cost", None))
         if isinstance(cost, (int, float)) and not isinstance(cost, bool):
             self.estimated_cost += float(cost)
@@ -96,6 +107,8 @@ class DeepInfraUsage:
         )
         if self.reasoning_tokens:
             text += f"\n  reasoning: {self.reasoning_tokens} of the completion tokens (~${self.reasoning_cost:.6f})"
+        if self.cached_calls:
+            text += f"\n  request cache: {self.cached_calls} call(s) answered from it, saving ${self.saved_cost:.6f}"
         for kind, stats in sorted(self.constraints.items()):
             text += f"\n  {kind}: {stats.satisfied} satisfied, {stats.failed} failed, {stats.round_trips} round trip(s)"
         return text
@@ -137,10 +150,11 @@ class SharedUsage(DeepInfraUsage):
         with self._lock:
             return super().add_chunk_usage(usage)
 
-    def count(self, *, calls: int = 0, calls_without_usage: int = 0) -> None:
+    def count(self, *, calls: int = 0, calls_without_usage: int = 0, cached_calls: int = 0) -> None:
         """Add to the call counters."""
         with self._lock:
             self.calls += calls
+            self.cached_calls += cached_calls
             self.calls_without_usage += calls_without_usage
 
     def __deepcopy__(self, memo: dict[int, Any]) -> SharedUsage:

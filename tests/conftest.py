@@ -21,7 +21,7 @@ TEST_KEY = "sk-test-0123456789abcdef-SECRET"
 
 @pytest.fixture(autouse=True)
 def _no_real_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("DEEPINFRA_API_KEY", "DEEPINFRA_TOKEN", "DEEPINFRA_BASE_URL"):
+    for name in ("DEEPINFRA_API_KEY", "DEEPINFRA_TOKEN", "DEEPINFRA_BASE_URL", "GUIDANCE_DEEPINFRA_CACHE"):
         monkeypatch.delenv(name, raising=False)
 
 

@@ -206,8 +206,12 @@ class DeepInfraBaseInterpreter(BaseOpenAIInterpreter):
                     raise
                 body = resend
                 continue
-            self.state.usage.calls += 1
-            self.ledger.count(calls=1)
+            if getattr(chunks, "from_cache", False):  # answered by the request cache: nothing sent or paid
+                self.state.usage.cached_calls += 1
+                self.ledger.count(cached_calls=1)
+            else:
+                self.state.usage.calls += 1
+                self.ledger.count(calls=1)
             return chunks
 
     # ----------------------------------------------------------------- streaming

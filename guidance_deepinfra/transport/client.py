@@ -29,6 +29,7 @@ from openai import Stream
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from pydantic import BaseModel
 
+from ..cache.store import CacheRun
 from ..errors import (
     APIError,
     ConfigurationError,
@@ -42,6 +43,7 @@ from ..errors import (
     redact,
     register_secret,
 )
+from .cached import ChunkStream, StreamRecorder, model_of, sse_bytes, stream_record
 from .deadline import Deadline, network_stream_of, sending
 from .deadline import install as install_deadlines
 from .wire import error_from_status, parse_error_body
@@ -147,6 +149,8 @@ class CallStats:
     requests: int = 0
     retries: int = 0
     rate_limited: int = 0
+    #: Requests answered from the request cache (not counted in `requests`: nothing was sent).
+    cache_hits: int = 0
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -410,6 +414,7 @@ class Transport:
         timeout: float | None = 120.0,
         stream_deadline: float | None = 900.0,
         retry: RetryPolicy | None = None,
+        cache: CacheRun | None = None,
         **client_kwargs: Any,
     ) -> None:
         url = check_base_url(base_url)
@@ -425,6 +430,8 @@ class Transport:
                 f"stream_deadline must be a positive number of seconds or None, got {stream_deadline!r}"
             )
         self.stats = CallStats()
+        #: The request cache this transport answers from and records into (`transport.cached`), or None.
+        self.cache = cache
         #: Who is told about usage, 429s and retry waits (see `TransportObserver`).
         self.observers = Observers()
         self._lock = threading.Lock()
@@ -476,8 +483,18 @@ class Transport:
         """Open a streaming chat completion for `body` (sent verbatim) and yield its chunks.
 
         Opening the stream is retried per `RetryPolicy`; once chunks flow, a failure is raised as a typed
-        error instead, because text has already been handed to the program.
+        error instead, because text has already been handed to the program. With a `cache`, a request
+        answered before is replayed from it and a new answer is recorded (`transport.cached`).
         """
+        if self.cache is None:
+            with self._live_chat(body, model=model) as chunks:
+                yield chunks
+        else:
+            with cached_chat(self, body, model=model) as chunks:
+                yield chunks
+
+    @contextmanager
+    def _live_chat(self, body: dict[str, Any], *, model: str | None) -> Iterator[Iterator[ChatCompletionChunk]]:
         try:
             stream = self._open(body, model=model)
         except DeepInfraError as exc:
@@ -819,3 +836,65 @@ _TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
     *_httpx_errors("TransportError"),
 )
 _ANY_TIMEOUT: tuple[type[BaseException], ...] = (openai.APITimeoutError, *_TIMEOUT_ERRORS)
+
+
+@contextmanager
+def cached_chat(
+    transport: Transport, body: dict[str, Any], *, model: str | None
+) -> Iterator[Iterator[ChatCompletionChunk]]:
+    """`Transport.stream_chat` with its cache: the k-th identical request of the run replays the k-th answer
+    stored for it through the SDK's stream parser and `_checked_chunks`, or goes live and is recorded.
+
+    A live answer is stored when it was read to its end, or when the reader stopped early and left normally
+    (a client-side stop: a re-run stops at the same chunk); not when an error or an interrupt cut it, which
+    a re-run would read further than was recorded.
+    """
+    run = transport.cache
+    assert run is not None
+    key, occurrence = run.claim(transport.base_url, body)
+    record = stream_record(run.store.lookup(key, occurrence))
+    if record is not None:
+        transport._count(cache_hits=1)
+        stream = _replay_stream(transport, record)
+        chunks: Iterator[ChatCompletionChunk] = _detached_errors(_checked_chunks(stream, model=model))
+        if not record.get("complete"):
+            chunks = _partial_replay(chunks, model)
+        try:
+            yield ChunkStream(_observed(chunks, transport.observers, model), from_cache=True)
+        finally:
+            stream.close()
+        return
+    recorder = StreamRecorder()
+    failed = True
+    try:
+        with transport._live_chat(body, model=model) as live:
+            yield ChunkStream(recorder.tee(live), from_cache=False)
+            failed = False
+    finally:
+        if recorder.chunks and (recorder.finished or not failed):
+            run.store.store(key, occurrence, recorder.record(), model=model_of(body))
+        else:
+            run.release(key, occurrence)
+
+
+def _replay_stream(transport: Transport, record: dict[str, Any]) -> Stream[ChatCompletionChunk]:
+    """A recorded answer as the SDK's `Stream`, parsed from the same server-sent events as a live one."""
+    httpx = _httpx_module()
+    request = httpx.Request("POST", f"{transport.base_url}/chat/completions")
+    response = httpx.Response(
+        200, headers={"content-type": "text/event-stream"}, content=sse_bytes(record), request=request
+    )
+    return Stream(cast_to=ChatCompletionChunk, response=response, client=transport._client)
+
+
+def _partial_replay(chunks: Iterator[ChatCompletionChunk], model: str | None) -> Iterator[ChatCompletionChunk]:
+    """A replay of an answer whose recorder stopped reading early, which this reader reads past."""
+    try:
+        yield from chunks
+    except ProtocolError:
+        raise ProtocolError(
+            "the cached answer for this request ends where the program that recorded it stopped reading (a "
+            "client-side stop), and this program reads further: clear it (`guidance-deepinfra cache clear`) or "
+            "run this request without the cache",
+            model=model,
+        ) from None

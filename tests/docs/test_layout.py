@@ -4,7 +4,8 @@
 - no import cycle between modules (imports run when a module loads: top level and class bodies, not
   function bodies nor ``if TYPE_CHECKING:`` blocks);
 - rooms depend downward only: transport <- lowering <- interpreter <- enforcement <- model <- extraction,
-  demo, probe <- the public entry points, with errors, bounds, profile and usage below everything;
+  demo, probe <- the public entry points, with errors, bounds, profile, usage and the request cache's
+  storage below everything;
 - no module imports the package's public ``__init__``, so the public API is only ever a facade;
 - only ``transport/`` (and the loopback fake server in ``testing/``) may reach the network.
 
@@ -33,6 +34,7 @@ RANKS = {
     "profile": 0,
     "usage": 0,
     "thinking": 0,
+    "cache": 0,
     "transport": 1,
     "lowering": 2,
     "interpreter": 3,
