@@ -8,9 +8,13 @@ errors are typed by `wire.error_from_status`, Retry-After is read by `parse_retr
 decision and backoff are `retry_wait` with the model's `RetryPolicy`, redirects are refused as in the SDK
 transport. The key is sent only in the Authorization header and appears in no error or log.
 
-Every phase of an attempt is bounded: connecting, sending, waiting for the answer and reading it share one
-deadline of ``timeout`` seconds, as a body that is not a stream does on the SDK transport, so a server that
-trickles its headers or its body a byte at a time cannot hold a request past it.
+The bounds are the SDK transport's, from `limits`: connecting, sending, waiting for the answer and reading
+it share one deadline (`limits.attempt_seconds`: ``timeout``, or the stream deadline when it is None), so a
+server that trickles its headers or its body a byte at a time cannot hold a request past it; an answer is
+read up to `ANSWER_LIMIT` bytes (its content-length checked first), an error body up to `BODY_READ_LIMIT`;
+the request asks for an uncompressed answer and nothing is inflated. The proxy is `proxy.proxy_for`'s, the
+SDK transport's decision. Every error leaves with neither context nor cause from aiohttp (`client.detached`),
+whose exceptions hold the request's headers.
 """
 
 from __future__ import annotations
@@ -23,21 +27,21 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlparse
-from urllib.request import getproxies, proxy_bypass
+from urllib.parse import unquote, urlparse
 
 import aiohttp
 
-from ..errors import APIError, ProtocolError, RateLimitError, redact
+from ..errors import APIError, DeepInfraError, ProtocolError, RateLimitError, redact
 from .client import (
-    BODY_READ_LIMIT,
     CallStats,
     Observers,
     RetryPolicy,
     Transport,
+    _httpx_module,
     check_api_key,
     check_base_url,
     connection_error,
+    detached,
     display_url,
     parse_retry_after,
     redirect_error,
@@ -45,6 +49,17 @@ from .client import (
     timeout_error,
     unencodable_error,
 )
+from .limits import (
+    ACCEPT_ENCODING,
+    ANSWER_LIMIT,
+    BODY_READ_LIMIT,
+    announced_length,
+    attempt_seconds,
+    compressed_error,
+    is_compressed,
+    too_large_error,
+)
+from .proxy import proxy_for
 from .wire import error_from_status, parse_error_body
 
 logger = logging.getLogger("guidance_deepinfra")
@@ -119,6 +134,7 @@ class AsyncTransport:
         api_key: str,
         base_url: str,
         timeout: float | None = 120.0,
+        stream_deadline: float | None = 900.0,
         retry: RetryPolicy | None = None,
         stats: CallStats | None = None,
         observers: Observers | None = None,
@@ -136,12 +152,15 @@ class AsyncTransport:
             "Authorization": f"Bearer {check_api_key(api_key)}",
             "Content-Type": "application/json",
             "Accept": "application/json",
+            "Accept-Encoding": ACCEPT_ENCODING,
         }
         self.retry = retry or RetryPolicy()
         self.stats = stats or CallStats()
         #: Told about usage, 429s and retry waits: the model transport's own observers when built from it.
         self.observers = observers if observers is not None else Observers()
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        #: The whole attempt's deadline: never unbounded unless both bounds were switched off.
+        self.deadline = attempt_seconds(timeout, stream_deadline)
+        self._timeout = aiohttp.ClientTimeout(total=self.deadline)
         self._connections = connections
         self._session: aiohttp.ClientSession | None = None
         self.pacer = Pacer()
@@ -155,6 +174,7 @@ class AsyncTransport:
             api_key=transport._client.api_key,
             base_url=str(transport._client.base_url),
             timeout=transport.timeout,
+            stream_deadline=transport.stream_deadline,
             retry=transport.retry,
             stats=transport.stats,
             observers=transport.observers,
@@ -168,7 +188,11 @@ class AsyncTransport:
         self._proxy, self._proxy_auth = env_proxy(self._url)
         connector = aiohttp.TCPConnector(limit=self._connections, limit_per_host=0, ttl_dns_cache=300)
         self._session = aiohttp.ClientSession(
-            connector=connector, timeout=self._timeout, headers=self._headers, trust_env=False
+            connector=connector,
+            timeout=self._timeout,
+            headers=self._headers,
+            trust_env=False,
+            auto_decompress=False,  # nothing is inflated: a compressed answer is refused (`limits`)
         )
         return self
 
@@ -188,8 +212,22 @@ class AsyncTransport:
         """Send `body` (as given, with ``stream`` false) and return the answer, retrying per the policy.
 
         `on_rate_limited` is called on every 429, before the backoff; `wait` replaces the backoff sleep (the
-        batch gives its request slot back while waiting).
+        batch gives its request slot back while waiting). Every error of ours leaves detached from the
+        exception it was raised while handling (see `client.detached`).
         """
+        try:
+            return await self._complete(body, model=model, on_rate_limited=on_rate_limited, wait=wait)
+        except DeepInfraError as exc:
+            raise detached(exc)  # noqa: B904 - the same error, minus aiohttp's exception behind it
+
+    async def _complete(
+        self,
+        body: dict[str, Any],
+        *,
+        model: str | None,
+        on_rate_limited: Callable[[], None] | None,
+        wait: Wait | None,
+    ) -> Completion:
         try:
             data = json.dumps({**body, "stream": False}, ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError as exc:
@@ -258,14 +296,20 @@ class AsyncTransport:
                 text = await _body_start(response)
                 error = error_from_status(status, text, model=model)
                 raise _Retryable(error, parse_retry_after(response.headers.get("retry-after")))
+            encoding = response.headers.get("content-encoding", "")
+            if is_compressed(encoding):
+                raise compressed_error(encoding, status, model=model)
             content_type = response.headers.get("content-type", "")
-            try:
-                raw = await response.read()
-            except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
-                raise ProtocolError(f"the answer broke off: {type(exc).__name__}", status=status, model=model) from None
+            if "json" not in content_type:
+                text = await _body_start(response)
+            else:
+                try:
+                    raw = await _answer(response, status, model=model)
+                except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
+                    broke = f"the answer broke off: {type(exc).__name__}"
+                    raise ProtocolError(broke, status=status, model=model) from None
         await self.pacer.turn()
         if "json" not in content_type:
-            text = raw[:BODY_READ_LIMIT].decode("utf-8", errors="replace")
             text = redact(text)  # masked before it is shortened below
             shown = parse_error_body(text).message[:200] if text.lstrip().startswith("<") else text.strip()[:200]
             raise ProtocolError(
@@ -283,6 +327,21 @@ class _Retryable(Exception):
         super().__init__(str(error))
         self.error = error
         self.retry_after = retry_after
+
+
+async def _answer(response: aiohttp.ClientResponse, status: int, *, model: str | None) -> bytes:
+    """The whole body of a 2xx answer, refused past `ANSWER_LIMIT` (announced by content-length, or read)."""
+    announced = announced_length(response.headers.get("content-length"))
+    if announced is not None and announced > ANSWER_LIMIT:
+        raise too_large_error(announced, status, model=model, announced=True)
+    pieces: list[bytes] = []
+    size = 0
+    while piece := await response.content.readany():
+        size += len(piece)
+        if size > ANSWER_LIMIT:
+            raise too_large_error(size, status, model=model)
+        pieces.append(piece)
+    return b"".join(pieces)
 
 
 async def _body_start(response: aiohttp.ClientResponse) -> str:
@@ -365,25 +424,16 @@ def _error_in_body(value: dict[str, Any], *, model: str | None) -> APIError | No
     return APIError(f"DeepInfra reported an error: {parse_error_body(value).message}", model=model)
 
 
-_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
-
-
 def env_proxy(url: str) -> tuple[str | None, aiohttp.BasicAuth | None]:
-    """The proxy for `url` from HTTPS_PROXY / HTTP_PROXY / ALL_PROXY and NO_PROXY, as the SDK transport reads
-    them; a loopback address (a local test server) is never proxied. ``~/.netrc`` is not read."""
-    parsed = urlparse(url)
-    host = parsed.hostname or ""
-    if host in _LOOPBACK:
+    """The proxy for `url` and its credentials, as the SDK transport decides it (`proxy.proxy_for`: the HTTP
+    library's reading of HTTPS_PROXY / HTTP_PROXY / ALL_PROXY and NO_PROXY); a loopback address is never
+    proxied. ``~/.netrc`` is not read."""
+    proxy = proxy_for(url, _httpx_module())
+    if not proxy:
         return None, None
-    proxies = getproxies()
-    proxy = proxies.get(parsed.scheme) or proxies.get("all")
-    if not proxy or proxy_bypass(host):
-        return None, None
-    if "://" not in proxy:
-        proxy = "http://" + proxy
     proxy_url = urlparse(proxy)
     auth = None
     if proxy_url.username is not None:
-        auth = aiohttp.BasicAuth(proxy_url.username, proxy_url.password or "")
+        auth = aiohttp.BasicAuth(unquote(proxy_url.username), unquote(proxy_url.password or ""))
         proxy = proxy.replace(proxy_url.netloc, proxy_url.netloc.rpartition("@")[2], 1)
     return proxy, auth

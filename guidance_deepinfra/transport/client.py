@@ -46,6 +46,18 @@ from ..errors import (
 from .cached import ChunkStream, StreamRecorder, model_of, sse_bytes, stream_record
 from .deadline import Deadline, network_stream_of, sending
 from .deadline import install as install_deadlines
+from .limits import (
+    ACCEPT_ENCODING,
+    ANSWER_LIMIT,
+    BODY_READ_LIMIT,
+    announced_length,
+    attempt_seconds,
+    compressed_error,
+    deadline_reason,
+    is_compressed,
+    too_large_error,
+)
+from .proxy import proxy_for
 from .wire import error_from_status, parse_error_body
 
 logger = logging.getLogger("guidance_deepinfra")
@@ -306,9 +318,9 @@ def _httpcore_module(httpx: Any) -> Any:
     return importlib.import_module("httpcore2" if httpx.__name__ == "httpx2" else "httpcore")
 
 
-def reusing_http_client(stream_deadline: float | None = None) -> Any:
+def reusing_http_client(stream_deadline: float | None = None, *, base_url: str) -> Any:
     """openai's default HTTP client, but one that can keep its connection after a finished stream, and
-    that bounds the total time of every phase of a request.
+    that bounds the total time of every phase of a request and the size of what it reads.
 
     The SDK stops reading a stream at ``data: [DONE]`` and closes the response; with the chunked
     terminator still unread the connection cannot go back to the pool, so every request would open a new
@@ -318,9 +330,16 @@ def reusing_http_client(stream_deadline: float | None = None) -> Any:
 
     Per-read timeouts cannot catch a server that keeps sending bytes without ever finishing. Connecting,
     sending, the response headers and a body that is not an event stream (an error, an HTML page) share one
-    deadline, the request's ``timeout`` (the SDK hands it to every request); an event stream's body has
-    `stream_deadline` seconds from its headers. Both are enforced at the socket (see `transport.deadline`);
-    passing one raises the HTTP library's timeout error, which the transport reports as `RequestTimeoutError`.
+    deadline, the request's ``timeout`` (the SDK hands it to every request), or `stream_deadline` when the
+    timeout is None (`limits.attempt_seconds`); an event stream's body has `stream_deadline` seconds from its
+    headers. Both are enforced at the socket (see `transport.deadline`); passing one raises the HTTP
+    library's timeout error, which the transport reports as `RequestTimeoutError`.
+
+    The sizes of `transport.limits` hold here too: the request asks for an uncompressed body and nothing is
+    inflated (a compressed answer keeps its bytes and is refused by `Transport`); a body that is not an event
+    stream (the SDK reads a whole error body itself) ends after `BODY_READ_LIMIT` bytes; an event stream
+    whose content-length or bytes pass `ANSWER_LIMIT` raises `AnswerTooLarge`. Requests go through the proxy
+    `proxy.proxy_for` gives for `base_url` (the client sends nowhere else: redirects are refused).
     """
     httpx = _httpx_module()
     core = _httpcore_module(httpx)
@@ -328,15 +347,22 @@ def reusing_http_client(stream_deadline: float | None = None) -> Any:
     class DrainAfterDone(httpx.SyncByteStream):  # type: ignore[misc,name-defined]
         limit = 4096
 
-        def __init__(self, inner: Any) -> None:
+        def __init__(self, inner: Any, announced: int | None) -> None:
             self._inner = inner
             self._tail = b""
             self._started = time.monotonic()
+            self._announced = announced
 
         def __iter__(self) -> Iterator[bytes]:
+            if self._announced is not None and self._announced > ANSWER_LIMIT:
+                raise AnswerTooLarge(self._announced, announced=True)
+            size = 0
             for chunk in self._inner:
                 if stream_deadline is not None and time.monotonic() - self._started > stream_deadline:
                     raise httpx.ReadTimeout(_stream_deadline_reason(stream_deadline))
+                size += len(chunk)
+                if size > ANSWER_LIMIT:
+                    raise AnswerTooLarge(size)
                 self._tail = (self._tail + chunk)[-64:]
                 yield chunk
 
@@ -353,46 +379,63 @@ def reusing_http_client(stream_deadline: float | None = None) -> Any:
             finally:
                 self._inner.close()
 
+    class BodyStart(httpx.SyncByteStream):  # type: ignore[misc,name-defined]
+        """A body that is not an event stream, ended after `BODY_READ_LIMIT` bytes (the rest is never read)."""
+
+        def __init__(self, inner: Any) -> None:
+            self._inner = inner
+
+        def __iter__(self) -> Iterator[bytes]:
+            left = BODY_READ_LIMIT
+            for chunk in self._inner:
+                yield chunk[:left]
+                left -= len(chunk)
+                if left <= 0:
+                    return
+
+        def close(self) -> None:
+            self._inner.close()
+
     class ReusingTransport(httpx.HTTPTransport):  # type: ignore[misc,name-defined]
         def handle_request(self, request: Any) -> Any:
-            total = (request.extensions.get("timeout") or {}).get("read")
-            reason = f"the server did not deliver its response within timeout={total:g} s" if total else ""
+            timeout = (request.extensions.get("timeout") or {}).get("read")
+            total = attempt_seconds(timeout, stream_deadline)
+            reason = deadline_reason(timeout, stream_deadline) if total is not None else ""
+            request.headers["Accept-Encoding"] = ACCEPT_ENCODING
             with sending(Deadline.after(total, reason)):
                 response = super().handle_request(request)
+            encoding = response.headers.get("content-encoding", "")
+            if is_compressed(encoding):  # kept as bytes: the library would inflate it without bound
+                del response.headers["content-encoding"]
+                response.extensions[REFUSED_ENCODING] = encoding
             if "text/event-stream" in response.headers.get("content-type", ""):
                 network = network_stream_of(response)
                 if network is not None:
                     network.deadline = Deadline.after(stream_deadline, _stream_deadline_reason(stream_deadline))
-                response.stream = DrainAfterDone(response.stream)
+                announced = announced_length(response.headers.get("content-length"))
+                response.stream = DrainAfterDone(response.stream, announced)
+            else:
+                response.stream = BodyStart(response.stream)
             return response
 
     limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
-
-    def bounded_transport(proxy: str | None = None) -> Any:
-        transport = ReusingTransport(limits=limits, proxy=proxy, verify=shared_tls_context(httpx))
-        if not install_deadlines(transport, core):
-            logger.debug("unknown HTTP library layout: timeouts bound each read, not the total of a request")
-        return transport
-
-    # A client given its own transport ignores proxy variables, so they are mounted here, as the library would.
-    mounts = {pattern: None if url is None else bounded_transport(url) for pattern, url in _proxy_map(httpx).items()}
-    return openai.DefaultHttpxClient(transport=bounded_transport(), mounts=mounts, limits=limits)
+    transport = ReusingTransport(limits=limits, proxy=proxy_for(base_url, httpx), verify=shared_tls_context(httpx))
+    if not install_deadlines(transport, core):
+        logger.debug("unknown HTTP library layout: timeouts bound each read, not the total of a request")
+    # A client given its own transport ignores proxy variables: the one proxy decision is made above.
+    return openai.DefaultHttpxClient(transport=transport, limits=limits)
 
 
-#: Hosts never reached through a proxy: a loopback base_url is a server on this machine (a local test server).
-_LOOPBACK_PATTERNS = ("all://127.0.0.1", "all://localhost", "all://[::1]")
+#: The response extension that keeps a refused ``content-encoding`` (the header itself is removed).
+REFUSED_ENCODING = "guidance_deepinfra.refused_encoding"
 
 
-def _proxy_map(httpx: Any) -> dict[str, str | None]:
-    """Proxy URL per URL pattern from the environment (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY)."""
-    try:
-        proxies: dict[str, str | None] = importlib.import_module(f"{httpx.__name__}._utils").get_environment_proxies()
-    except (ImportError, AttributeError):  # another layout of the HTTP library: proxies from its own client
-        logger.debug("cannot read proxy settings through %s", httpx.__name__)
-        return {}
-    if any(url is not None for url in proxies.values()):
-        proxies.update(dict.fromkeys(_LOOPBACK_PATTERNS))
-    return proxies
+class AnswerTooLarge(Exception):
+    """Raised inside an event stream's bytes past `ANSWER_LIMIT`; `Transport` turns it into a `ProtocolError`."""
+
+    def __init__(self, size: int, *, announced: bool = False) -> None:
+        super().__init__(f"{size} bytes")
+        self.size, self.announced = size, announced
 
 
 def _stream_deadline_reason(stream_deadline: float | None) -> str:
@@ -441,7 +484,7 @@ class Transport:
         #: Whether the client is ours, whose sockets enforce the total bounds (see `reusing_http_client`).
         self.bounds_every_phase = "http_client" not in client_kwargs
         if "http_client" not in client_kwargs:
-            client_kwargs["http_client"] = reusing_http_client(stream_deadline)
+            client_kwargs["http_client"] = reusing_http_client(stream_deadline, base_url=url)
         self._client = openai.OpenAI(
             api_key=check_api_key(api_key),
             base_url=url,
@@ -498,7 +541,7 @@ class Transport:
         try:
             stream = self._open(body, model=model)
         except DeepInfraError as exc:
-            raise _detached(exc)  # noqa: B904 - re-raising the same error, minus the SDK's exception behind it
+            raise detached(exc)  # noqa: B904 - re-raising the same error, minus the SDK's exception behind it
         chunks = _detached_errors(_checked_chunks(stream, model=model, deadline=self.stream_deadline))
         try:
             yield _observed(chunks, self.observers, model) if self.observers else chunks
@@ -519,6 +562,7 @@ class Transport:
                     # A redirect would resend the conversation to another address: requests go to base_url only.
                     options={"follow_redirects": False},
                 )
+                _check_encoding(stream, model=model)
                 _check_content_type(stream, model=model, body=self._body_start)
                 return stream
             except UnicodeEncodeError as exc:
@@ -568,14 +612,17 @@ def _observed(
         yield chunk
 
 
-def _detached(error: DeepInfraError) -> DeepInfraError:
-    """`error` without the SDK exception it was raised while handling.
+def detached(error: DeepInfraError) -> DeepInfraError:
+    """`error` without the library exception it was raised while handling (either transport).
 
     Our errors are raised ``from None``, which hides that exception in a printed traceback but still keeps it
-    as ``__context__``; the SDK's exception quotes the raw response body, which may echo the key. Our error
-    already carries what the body says (redacted), so nothing is lost.
+    as ``__context__``; the SDK's exception quotes the raw response body, which may echo the key, and
+    aiohttp's holds the request with its headers, the Authorization header included. Our error already
+    carries what the answer says (redacted), so nothing is lost. A cause that is not one of ours goes too.
     """
     error.__context__ = None
+    if error.__cause__ is not None and not isinstance(error.__cause__, DeepInfraError):
+        error.__cause__ = None
     return error
 
 
@@ -583,7 +630,7 @@ def _detached_errors(chunks: Iterator[ChatCompletionChunk]) -> Iterator[ChatComp
     try:
         yield from chunks
     except DeepInfraError as exc:
-        raise _detached(exc)  # noqa: B904 - the same error, see `_detached`
+        raise detached(exc)  # noqa: B904 - the same error, see `detached`
 
 
 def unencodable_error(exc: UnicodeEncodeError, model: str | None) -> InvalidProgramError:
@@ -637,10 +684,6 @@ def connection_error(base_url: str, attempts: int, cause: str, model: str | None
     return ConnectionFailedError(f"could not reach {base_url} after {attempts} attempts: {cause}", model=model)
 
 
-#: How much of an unexpected or error body is read: enough for any message, bounded for a runaway server.
-BODY_READ_LIMIT = 64 * 1024
-
-
 def _body_start(response: Any, timeout: float | None = None) -> str:
     """The first `BODY_READ_LIMIT` bytes of a body as text (errors and wrong content types only).
 
@@ -657,6 +700,14 @@ def _body_start(response: Any, timeout: float | None = None) -> str:
     except Exception:  # noqa: BLE001 - the body is only used for the message
         pass
     return bytes(data[:BODY_READ_LIMIT]).decode("utf-8", errors="replace")
+
+
+def _check_encoding(stream: Stream[ChatCompletionChunk], *, model: str | None) -> None:
+    """Refuse an answer that came compressed (`reusing_http_client` kept it from being inflated)."""
+    encoding = stream.response.extensions.get(REFUSED_ENCODING)
+    if encoding:
+        stream.close()
+        raise compressed_error(encoding, stream.response.status_code, model=model)
 
 
 def _check_content_type(
@@ -702,6 +753,8 @@ def _checked_chunks(
                 saw_choice = True
                 saw_finish = saw_finish or chunk.choices[0].finish_reason is not None
             yield chunk
+    except AnswerTooLarge as exc:
+        raise too_large_error(exc.size, stream.response.status_code, model=model, announced=exc.announced) from None
     except openai.APITimeoutError as exc:
         raise RequestTimeoutError(_timeout_detail(exc), model=model) from None
     except openai.APIConnectionError as exc:
