@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .extraction.cli import add_parser as add_extract_parser
 
     add_extract_parser(sub)
+    from .cache.cli import add_parser as add_cache_parser
+
+    add_cache_parser(sub)
     return parser
 
 
@@ -70,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         from .extraction.cli import run as run_extract
 
         return run_extract(args)
+    if args.command == "cache":
+        from .cache.cli import run as run_cache
+
+        return run_cache(args)
     return 2
 
 

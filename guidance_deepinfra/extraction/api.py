@@ -35,9 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..errors import ConfigurationError
-from ..model import DEFAULT_MODEL, DeepInfra
+from ..errors import ConfigurationError, MissingAPIKeyError
+from ..model import DEFAULT_MODEL, DeepInfra, resolve_api_key
 from ..transport.client import RetryPolicy
+from .budget import CostMeter, Estimate, dry_run
 from .engine import Batch, Counts, Done, Failed, Outcome, Record, Retry, Slot, Task
 from .fast import FastExtractor
 from .inputs import Item, items_from, read_inputs
@@ -74,6 +75,9 @@ class ExtractionResults(list[Any]):
         counts: Counts,
         lowest_concurrency: int,
         confidence: list[dict[str, dict[str, float]] | None] | None = None,
+        *,
+        stopped_at_cost: bool = False,
+        not_started: int = 0,
     ) -> None:
         super().__init__(values)
         #: The id of each input, in input order.
@@ -96,6 +100,12 @@ class ExtractionResults(list[Any]):
         self.estimated_cost = counts.estimated_cost
         #: The smallest window the limiter went down to after 429s (the `concurrency` asked for if none).
         self.lowest_concurrency = lowest_concurrency
+        #: Requests answered by the request cache, and what DeepInfra reported they cost when first made.
+        self.cached_calls = counts.cached_calls
+        self.saved_cost = counts.saved_cost
+        #: True when `max_cost` stopped the batch; then `not_started` inputs have a ``NotStarted`` failure.
+        self.stopped_at_cost = stopped_at_cost
+        self.not_started = not_started
 
     @property
     def failures(self) -> list[ExtractionFailure]:
@@ -155,6 +165,7 @@ async def arun_extraction(
     temperature: float | None = None,
     fast: bool = True,
     confidence: bool = False,
+    max_cost: float | None = None,
     collect: bool = True,
     on_progress: Callable[[Counts, AdaptiveLimiter, int], None] | None = None,
     on_start: Callable[[set[str]], None] | None = None,
@@ -170,6 +181,7 @@ async def arun_extraction(
         raise ConfigurationError("max_attempts must be at least 1 and max_requeues at least 0")
     if output is not None and errors is not None and Path(output).resolve() == Path(errors).resolve():
         raise ConfigurationError("the output and errors files must differ")
+    check_max_cost(max_cost)
     parsed = Schema(schema)
     base = make_model(model, api_key=api_key, base_url=base_url, retry=retry, model_options=dict(model_options))
     limiter = AdaptiveLimiter(concurrency)
@@ -229,15 +241,41 @@ async def arun_extraction(
                 )
         return True
 
+    pulled = [0]
+
     def numbered() -> Iterator[tuple[int, Item]]:
         for index, item in enumerate(items):
             if collect:
                 ids.append(item.id)
+            pulled[0] += 1
             yield index, item
+
+    feed = numbered()
+    batch: Batch | None = None
+    loop = asyncio.get_running_loop()
+
+    loop_thread = threading.get_ident()
+
+    def bound_reached() -> None:  # on the thread that received the answer; the batch lives in the loop's
+        if threading.get_ident() == loop_thread:
+            if batch is not None:
+                batch.stop()  # at once: before the answer's slot goes to the next input
+        else:
+            loop.call_soon_threadsafe(lambda: batch.stop() if batch is not None else None)
+
+    meter = CostMeter(max_cost, bound_reached)
+    cached_before = base.transport.stats.cache_hits
+
+    def metered(c: Counts) -> Counts:
+        with c.lock:
+            c.cached_calls = base.transport.stats.cache_hits - cached_before
+            c.saved_cost = meter.saved
+        return c
 
     errors_log = None
     try:
         async with AsyncExitStack() as stack:
+            stack.enter_context(base.transport.observing(meter))
             if isinstance(task, FastExtractor):
                 await stack.enter_async_context(task)
             elif isinstance(task, _InThreads):
@@ -255,21 +293,86 @@ async def arun_extraction(
                 max_requeues=max_requeues,
                 backoff=lambda n: base.transport.retry.delay(n, None),
                 counts=counts,
-                on_progress=(lambda c: on_progress(c, limiter, rate_limited())) if on_progress else None,
+                on_progress=(lambda c: on_progress(metered(c), limiter, rate_limited())) if on_progress else None,
             )
-            await batch.run(numbered(), skip)
+            if max_cost is not None and max_cost <= 0:
+                batch.stop()
+            await batch.run(feed, skip)
     finally:
         for log in (results_log, errors_log):
             if log is not None:
                 log.close()
     counts.rate_limited = rate_limited()
+    metered(counts)
+    not_started = 0
+    stopped_at_cost = meter.reached or (max_cost is not None and max_cost <= 0)
+    if stopped_at_cost:
+        # Inputs taken but not started, and those never taken: none has a record; a rerun does them.
+        why = f"not started: the batch reached max_cost=${max_cost:g}; rerun with the same output to resume"
+        taken = pulled[0]
+        for index, item in feed:
+            if item.problem is None and not skip(index, item):
+                not_started += 1
+                if collect:
+                    values[index] = ExtractionFailure(item.id, "NotStarted", why, item.source, item.line)
+        with counts.lock:
+            not_started += taken - counts.done - counts.failed - counts.resumed
+        if collect:
+            for index in range(len(ids)):
+                values.setdefault(index, ExtractionFailure(ids[index], "NotStarted", why))
     return ExtractionResults(
         [values.get(i) for i in range(len(ids))],
         ids,
         counts,
         limiter.lowest,
         [None if isinstance(values.get(i), ExtractionFailure) else scores.get(i) for i in range(len(ids))],
+        stopped_at_cost=stopped_at_cost,
+        not_started=not_started,
     )
+
+
+def check_max_cost(max_cost: float | None) -> None:
+    if max_cost is None:
+        return
+    if isinstance(max_cost, bool) or not isinstance(max_cost, (int, float)) or not max_cost >= 0:
+        raise ConfigurationError(f"max_cost must be a number of US dollars, 0 or more, got {max_cost!r}")
+
+
+def estimate_extraction(
+    items: Iterable[Item],
+    schema: Any,
+    *,
+    instructions: str | None = None,
+    model: str | DeepInfra = DEFAULT_MODEL,
+    api_key: str | None = None,
+    base_url: str | None = None,
+    max_tokens: int | None = None,
+    temperature: float | None = None,
+    output: str | Path | None = None,
+    price: tuple[float, float] | None = None,
+    **model_options: Any,
+) -> Estimate:
+    """What a batch would send, without sending anything: its first requests, how many the request cache
+    answers, and their estimated tokens and cost (`extraction.budget` says how it is estimated); the ids in
+    `output` are left out, as a run would skip them. `price` is USD per million prompt and answer tokens."""
+    if not isinstance(model, DeepInfra) and api_key is None:
+        try:
+            resolve_api_key(None)
+        except MissingAPIKeyError:
+            api_key = "sk-dry-run-sends-nothing"  # nothing is sent, so no key is needed
+    base = make_model(model, api_key=api_key, base_url=base_url, retry=None, model_options=dict(model_options))
+    extractor = FastExtractor(
+        base,
+        Schema(schema),
+        instructions=instructions,
+        max_attempts=1,
+        max_tokens=max_tokens,
+        temperature=temperature,
+    )
+    finished = set()
+    if output is not None and Path(output).exists():
+        finished = {str(r["id"]) for r in read_records(output) if "result" in r and "id" in r}
+    return dry_run(extractor, items, finished=finished, price=price)
 
 
 class _InThreads:
@@ -346,6 +449,7 @@ async def aextract(
     temperature: float | None = None,
     fast: bool = True,
     confidence: bool = False,
+    max_cost: float | None = None,
     **model_options: Any,
 ) -> ExtractionResults:
     """Extract a `schema` value from every input text, concurrently; results in input order (asyncio).
@@ -362,6 +466,9 @@ async def aextract(
         The system message; ``None`` for a short default, ``""`` for none.
     model, api_key, base_url, **model_options:
         A model name plus `DeepInfra` options, or a ready `DeepInfra` object (then no other model options).
+        ``cache=PATH`` (or ``True``) answers every request sent before from the request cache, so a second
+        run over the same inputs into a new output costs nothing; on the fast path each batch counts
+        identical requests from the first again (see `DeepInfra`'s ``cache``).
         The fast path uses the model's key, base_url, timeout (the bound of each whole attempt: connecting,
         waiting for the answer and reading it), retry policy, request defaults, sampling parameters and
         profiles. An ``http_client`` given to the model is used only with ``fast=False`` (the fast path
@@ -394,6 +501,12 @@ async def aextract(
         ``{field: {option: probability}}``, and each `output` record gets a ``"confidence"`` key. None (null
         in the record) where the answer came without logprobs: a model that refuses them is learned and
         asked again without them, and nothing else changes. False (default): no logprobs are asked for.
+    max_cost:
+        A bound in US dollars on DeepInfra's reported ``estimated_cost`` of this run's requests (answers from
+        the cache cost nothing). Once the answers received reach it, no new input is started; those in
+        flight finish and their records are written (so the total can pass the bound by what was in flight).
+        Each input not started gets a ``NotStarted`` failure (not written to `errors`), and
+        ``results.stopped_at_cost`` is True; a rerun with the same `output` resumes.
 
     Returns an `ExtractionResults` list: per input, its value or an `ExtractionFailure`. Errors no input
     can fix (wrong key, unknown model, a model without JSON output, an invalid schema) stop the batch and are
@@ -416,6 +529,7 @@ async def aextract(
         temperature=temperature,
         fast=fast,
         confidence=confidence,
+        max_cost=max_cost,
         **model_options,
     )
 
@@ -438,6 +552,7 @@ def extract(
     temperature: float | None = None,
     fast: bool = True,
     confidence: bool = False,
+    max_cost: float | None = None,
     **model_options: Any,
 ) -> ExtractionResults:
     """Extract a `schema` value from every input text, concurrently; results in input order.
@@ -470,6 +585,7 @@ def extract(
             temperature=temperature,
             fast=fast,
             confidence=confidence,
+            max_cost=max_cost,
             **model_options,
         )
     )
@@ -484,6 +600,7 @@ __all__ = [
     "aextract",
     "arun_extraction",
     "Schema",
+    "estimate_extraction",
     "extract",
     "load_schema",
     "read_inputs",

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..errors import ConfigurationError, DeepInfraError, OutputWriteError
 from ..model import DEFAULT_MODEL
-from .api import DEFAULT_CONCURRENCY, Schema, load_schema, read_inputs, run_extraction
+from .api import DEFAULT_CONCURRENCY, Schema, estimate_extraction, load_schema, read_inputs, run_extraction
 from .engine import Counts
 from .inputs import Item, parse_shard, shard_of
 from .limiter import DEEPINFRA_MAX_CONCURRENCY, AdaptiveLimiter
@@ -68,6 +68,44 @@ def add_parser(sub: Any) -> None:
         help='ask for logprobs and add each enum field\'s option probabilities to every record ("confidence")',
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (a summary is still printed)")
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="answer requests sent before from this request cache file, and record new answers into it",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="send nothing: print the number of requests and an estimate of their tokens and cost",
+    )
+    parser.add_argument(
+        "--price",
+        type=_price,
+        default=None,
+        metavar="IN,OUT",
+        help="USD per million prompt and answer tokens, for --dry-run's cost estimate (from the model's page)",
+    )
+    parser.add_argument(
+        "--max-cost",
+        type=float,
+        default=None,
+        metavar="USD",
+        help="start no new input once DeepInfra's reported estimated_cost of this run reaches USD; rerun to resume",
+    )
+
+
+def _price(text: str) -> tuple[float, float]:
+    try:
+        prompt, answer = (float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected IN,OUT in USD per million tokens, e.g. 0.23,0.40; got {text!r}"
+        ) from None
+    if prompt < 0 or answer < 0:
+        raise argparse.ArgumentTypeError("prices cannot be negative")
+    return prompt, answer
 
 
 class ProgressBar:
@@ -99,9 +137,13 @@ class ProgressBar:
             return
         with self._lock, counts.lock:
             finished = counts.done + counts.failed
+            cached = (
+                {"cached": counts.cached_calls, "saved": f"${counts.saved_cost:.4f}"} if counts.cached_calls else {}
+            )
             self.bar.set_postfix(
                 failed=counts.failed,
                 cost=f"${counts.estimated_cost:.4f}",
+                **cached,
                 window=f"{limiter.window}/{limiter.ceiling}",
                 r429=rate_limited,
                 refresh=False,
@@ -136,6 +178,27 @@ def run(args: argparse.Namespace) -> int:
         print(f"extract: {exc}", file=sys.stderr)
         return EXIT_REFUSED
 
+    cache_option = {"cache": args.cache} if args.cache is not None else {}
+    if args.dry_run:
+        try:
+            estimate = estimate_extraction(
+                inputs(),
+                schema,
+                instructions=instructions,
+                model=args.model,
+                base_url=args.base_url,
+                max_tokens=args.max_tokens,
+                temperature=args.temperature,
+                output=args.output,
+                price=args.price,
+                **cache_option,
+            )
+        except DeepInfraError as exc:
+            print(f"extract: {exc}", file=sys.stderr)
+            return EXIT_REFUSED
+        print(estimate.report())
+        return EXIT_DONE
+
     bar = ProgressBar(len(input_ids), enabled=not args.no_progress)
 
     def on_start(finished: set[str]) -> None:
@@ -161,9 +224,11 @@ def run(args: argparse.Namespace) -> int:
             max_tokens=args.max_tokens,
             temperature=args.temperature,
             confidence=args.confidence,
+            max_cost=args.max_cost,
             collect=False,
             on_start=on_start,
             on_progress=bar.update,
+            **cache_option,
         )
     except OutputWriteError as exc:
         bar.close()
@@ -192,7 +257,17 @@ def run(args: argparse.Namespace) -> int:
         f"estimated cost ${results.estimated_cost:.6f}; {results.rate_limited} rate-limited answer(s); "
         f"{results.requeued} requeue(s)"
     )
+    if results.cached_calls:
+        summary += f"; {results.cached_calls} request(s) answered by the cache, saving ${results.saved_cost:.6f}"
     print(summary, file=sys.stderr)
+    if results.stopped_at_cost:
+        print(
+            f"extract: stopped at --max-cost ${args.max_cost:g}: {results.resumed + results.done + results.failed} "
+            f"of {len(input_ids)} input(s) have a record, {results.not_started} not started; rerun the same "
+            "command (with a higher --max-cost) to resume",
+            file=sys.stderr,
+        )
+        return EXIT_SOME_FAILED
     if results.failed:
         print(f"extract: failures are listed in {errors_path}", file=sys.stderr)
     return EXIT_SOME_FAILED if results.failed else EXIT_DONE

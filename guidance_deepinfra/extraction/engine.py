@@ -130,6 +130,9 @@ class Counts:
     requeued: int = 0
     rate_limited: int = 0
     estimated_cost: float = 0.0
+    #: Requests answered by the request cache, and the cost DeepInfra reported for them when first made.
+    cached_calls: int = 0
+    saved_cost: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 

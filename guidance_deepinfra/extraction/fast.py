@@ -119,10 +119,12 @@ class FastExtractor:
             response_format=response_format,
         )
 
-    async def _answer(self, text: str, usage: DeepInfraUsage, slot: Slot) -> tuple[str, Scored]:
-        """The accepted JSON text for one input and its confidence, or the `ConstraintError` of its refused
-        attempts."""
-        strategy = JsonAttempts(
+    def first_body(self, text: str) -> dict[str, Any]:
+        """The body of an input's first request, as it would be sent (`extraction.budget`'s dry run)."""
+        return self._strategy(text).next_request(None)
+
+    def _strategy(self, text: str) -> JsonAttempts:
+        return JsonAttempts(
             profile=lambda: self.interpreter.profile,
             has_schema=self.prepared.user_given,
             request=self.request,
@@ -133,6 +135,11 @@ class FastExtractor:
             describe=self.describe,
             kind_for=json_kind,
         )
+
+    async def _answer(self, text: str, usage: DeepInfraUsage, slot: Slot) -> tuple[str, Scored]:
+        """The accepted JSON text for one input and its confidence, or the `ConstraintError` of its refused
+        attempts."""
+        strategy = self._strategy(text)
         loop: AttemptLoop[CheckedAnswer, CheckedAnswer] = AttemptLoop(
             strategy,
             usage=usage,
@@ -206,7 +213,10 @@ class FastExtractor:
             # Answered: nothing of this input is in flight while its answer is checked, so the slot goes to the
             # next input now (an answer, unlike a 429, widens the window).
             slot.release(answered=True)
-            usage.calls += 1
+            if reply.from_cache:
+                usage.cached_calls += 1
+            else:
+                usage.calls += 1
             if reply.usage is not None:
                 usage.add_chunk_usage(reply.usage)
             else:

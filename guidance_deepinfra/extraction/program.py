@@ -10,6 +10,7 @@ stop the batch.
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -147,6 +148,13 @@ class Extractor:
         self._base = base.fresh(echo=False)
         asking_logprobs(self._base._interpreter, confidence)  # type: ignore[arg-type]
         self.transport: Transport = base.transport
+        if base.transport.cache is not None:
+            # A run of the request cache of its own, as on the fast path: a batch run again on the same model
+            # object replays from the first answer. The copy shares everything else (client, counters, observers).
+            batch_transport = copy.copy(base.transport)
+            batch_transport.cache = base.transport.cache.fresh()
+            self._base._interpreter.transport = batch_transport  # type: ignore[attr-defined]
+            self._base._interpreter.client = batch_transport  # type: ignore[attr-defined]
         self.observer = InputObserver()
 
     def observing(self) -> AbstractContextManager[TransportObserver]:

@@ -32,6 +32,7 @@ from urllib.parse import unquote, urlparse
 import aiohttp
 
 from ..errors import APIError, DeepInfraError, ProtocolError, RateLimitError, redact
+from .cached import CacheRun, completion_fields, completion_record, model_of
 from .client import (
     CallStats,
     Observers,
@@ -79,6 +80,8 @@ class Completion:
     usage: dict[str, Any] | None
     logprobs: list[Any] | None = None
     reasoning: str | None = None
+    #: Answered by the request cache (nothing was sent); its usage is marked as replayed.
+    from_cache: bool = False
 
 
 class Pacer:
@@ -139,6 +142,7 @@ class AsyncTransport:
         stats: CallStats | None = None,
         observers: Observers | None = None,
         connections: int = 256,
+        cache: CacheRun | None = None,
     ) -> None:
         url = urlparse(check_base_url(base_url))
         host = f"[{url.hostname}]" if url.hostname and ":" in url.hostname else url.hostname
@@ -164,6 +168,8 @@ class AsyncTransport:
         self._connections = connections
         self._session: aiohttp.ClientSession | None = None
         self.pacer = Pacer()
+        #: The request cache (`transport.cached`): one run per batch, so a batch rerun replays from the first.
+        self.cache = cache
 
     @classmethod
     def beside(cls, transport: Transport, *, connections: int = 256) -> AsyncTransport:
@@ -179,6 +185,7 @@ class AsyncTransport:
             stats=transport.stats,
             observers=transport.observers,
             connections=connections,
+            cache=transport.cache.fresh() if transport.cache is not None else None,
         )
 
     def __repr__(self) -> str:
@@ -232,6 +239,19 @@ class AsyncTransport:
             data = json.dumps({**body, "stream": False}, ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError as exc:
             raise unencodable_error(exc, model) from None
+        if self.cache is not None:
+            return await cached_completion(self, {**body, "stream": False}, data, model, on_rate_limited, wait)
+        return await self.send(data, model=model, on_rate_limited=on_rate_limited, wait=wait)
+
+    async def send(
+        self,
+        data: bytes,
+        *,
+        model: str | None,
+        on_rate_limited: Callable[[], None] | None = None,
+        wait: Wait | None = None,
+    ) -> Completion:
+        """`complete` for an encoded body, past the cache: sent, retried per the policy."""
         attempt = 0
         while True:
             self.stats.requests += 1
@@ -318,6 +338,35 @@ class AsyncTransport:
                 model=model,
             )
         return read_completion(raw, model=model)
+
+
+async def cached_completion(
+    transport: AsyncTransport,
+    body: dict[str, Any],
+    data: bytes,
+    model: str | None,
+    on_rate_limited: Callable[[], None] | None,
+    wait: Wait | None,
+) -> Completion:
+    """`AsyncTransport.complete` through its cache: the k-th identical request of the batch gets the k-th
+    stored answer (told to the observers as a live one is), or is sent and its answer stored."""
+    run = transport.cache
+    assert run is not None
+    key, occurrence = run.claim(transport.base_url, body)
+    fields = completion_fields(run.store.lookup(key, occurrence))
+    if fields is not None:
+        transport.stats.cache_hits += 1
+        answer = Completion(**fields, from_cache=True)
+        if answer.usage is not None and transport.observers:
+            transport.observers.usage(answer.usage, model)
+        return answer
+    try:
+        answer = await transport.send(data, model=model, on_rate_limited=on_rate_limited, wait=wait)
+    except BaseException:
+        run.release(key, occurrence)
+        raise
+    run.store.store(key, occurrence, completion_record(answer), model=model_of(body))
+    return answer
 
 
 class _Retryable(Exception):

@@ -86,18 +86,21 @@ def sse_bytes(record: dict[str, Any]) -> bytes:
 
 def completion_record(answer: Any) -> dict[str, Any]:
     """A fast-path `Completion` as the cache keeps it."""
-    return {"v": _VERSION, "kind": "completion", **dataclasses.asdict(answer)}
+    fields = dataclasses.asdict(answer)
+    fields.pop("from_cache", None)
+    return {"v": _VERSION, "kind": "completion", **fields}
 
 
 def completion_fields(stored: Any) -> dict[str, Any] | None:
     """The `Completion` fields of a stored non-streamed answer (its usage marked as replayed), else None."""
     if not (isinstance(stored, dict) and stored.get("v") == _VERSION and stored.get("kind") == "completion"):
         return None
-    fields = {k: v for k, v in stored.items() if k not in ("v", "kind")}
-    if not isinstance(fields.get("text"), str):
+    fields: dict[str, Any] = {k: stored.get(k) for k in ("text", "finish_reason", "usage", "logprobs", "reasoning")}
+    if not isinstance(fields["text"], str):
         return None
-    if isinstance(fields.get("usage"), dict):
-        fields["usage"] = {**fields["usage"], REPLAY_MARK: True}
+    usage = fields["usage"]
+    if isinstance(usage, dict):
+        fields["usage"] = {**usage, REPLAY_MARK: True}
     return fields
 
 

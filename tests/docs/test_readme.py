@@ -87,6 +87,8 @@ def test_readme_examples_run(
     assert "Paris" in out
     assert "number='17' total=12.5\nnumber='18' total=3.0\n" in out  # each invoice's own answer, in input order
     assert "technical 0.73" in out and "billing       0.202" in out
+    # The request cache's example: the second run's answers came from the file, in the same order.
+    assert "[('Amber.', 1, 0), ('Teal.', 1, 0)]\n[('Amber.', 0, 1), ('Teal.', 0, 1)]\n" in out
 
 
 # --------------------------------------------------------------------------- what users are told about offline material

@@ -21,6 +21,7 @@ from guidance import json as guidance_json
 
 from guidance_deepinfra import ConstraintError, ProtocolError, option_probs
 from guidance_deepinfra.cache.store import ENV_VARIABLE, default_path
+from guidance_deepinfra.cli import main
 from guidance_deepinfra.testing import Reply
 
 CACHE_KEY = "sk-test-cache-0123456789-SECRET"
@@ -324,3 +325,28 @@ def test_writers_in_several_processes_share_one_file(fake, make_model, tmp_path)
     )
     assert again.returncode == 0 and len(fake.requests) == sent
     assert again.stdout == outputs[2][0]
+
+
+def test_the_cache_command_shows_and_clears_what_is_stored(fake, make_model, tmp_path, capsys) -> None:
+    path = tmp_path / "c.sqlite3"
+    fake.push(Reply.text("Blue."), Reply.text("Amber."))
+    lm = make_model(cache=path)
+    colour(lm)
+    colour(lm)  # the same request again: a second answer for it
+    assert main(["cache", "--path", str(path), "info"]) == 0
+    shown = capsys.readouterr().out
+    assert "2 answer(s) for 1 distinct request(s)" in shown and str(path) in shown
+    with sqlite3.connect(path) as connection:
+        connection.execute("UPDATE answers SET created = created - 2 * 86400 WHERE occurrence = 1")
+    assert main(["cache", "--path", str(path), "clear", "--older-than", "1d"]) == 0
+    assert "removed 1 answer(s)" in capsys.readouterr().out
+    fake.push(Reply.text("Cyan."))
+    lm = make_model(cache=path)
+    assert [colour(lm)["c"], colour(lm)["c"]] == ["Blue.", "Cyan."] and len(fake.requests) == 3
+    assert main(["cache", "--path", str(path), "clear"]) == 0
+    assert "removed 2 answer(s)" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["cache", "--path", str(path), "clear", "--older-than", "soon"])
+    (tmp_path / "bad.sqlite3").write_bytes(b"garbage" * 100)
+    assert main(["cache", "--path", str(tmp_path / "bad.sqlite3"), "info"]) == 1
+    assert "cannot be read" in capsys.readouterr().err
