@@ -55,15 +55,32 @@ class Behaviour:
     tools: bool = True
     streamed_cost: bool = True
     context_limit: int = 131072
+    reasoning: str = "none"  # how the model reasons: "none", "field", "inline" or "closing" (only </think>)
+    reasoning_off: bool = True  # reasoning_effort "none" turns the reasoning off
+    format_after_reasoning: bool = True  # False: a response_format holds the model to JSON from its first token
+    reasoning_tokens: int = 100  # what the reasoning costs; a smaller max_tokens ends inside it (length)
     requests: list[dict[str, Any]] = field(default_factory=list)
 
 
-def stream(text: str, body: dict[str, Any], behaviour: Behaviour) -> Reply:
-    """A streamed answer in DeepInfra's chunk format, with logprobs and usage as the behaviour says."""
+THOUGHT = "The user wants this. I will answer exactly as asked."
+
+
+def stream(
+    text: str, body: dict[str, Any], behaviour: Behaviour, *, thinks: bool = False, finish: str = "stop"
+) -> Reply:
+    """A streamed answer in DeepInfra's chunk format, with logprobs and usage as the behaviour says; a model that
+    `thinks` sends its reasoning first, as its behaviour says (cut, with no answer, when `finish` is length)."""
     base = {"id": "chatcmpl-probe", "object": "chat.completion.chunk", "created": 1764000000, "model": body["model"]}
     events: list[dict[str, Any]] = [
         {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
     ]
+    if thinks and behaviour.reasoning == "field":
+        delta = {"reasoning_content": THOUGHT}
+        events.append({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
+        text = text if finish == "stop" else ""
+    elif thinks:
+        opening = "<think>" if behaviour.reasoning == "inline" else ""
+        text = f"{opening}{THOUGHT}</think>\n\n{text}" if finish == "stop" else f"{opening}{THOUGHT}"
     for start in range(0, len(text), 6):
         piece = text[start : start + 6]
         choice: dict[str, Any] = {"index": 0, "delta": {"content": piece}, "finish_reason": None}
@@ -79,7 +96,7 @@ def stream(text: str, body: dict[str, Any], behaviour: Behaviour) -> Reply:
     usage: dict[str, Any] = {"prompt_tokens": 20, "completion_tokens": 5, "total_tokens": 25}
     if behaviour.streamed_cost:
         usage["estimated_cost"] = 2.5e-06
-    events.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": usage})
+    events.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}], "usage": usage})
     return Reply.sse([b"data: " + json.dumps(e).encode() + b"\n\n" for e in events] + [b"data: [DONE]\n\n"])
 
 
@@ -164,7 +181,14 @@ def responder(behaviour: Behaviour) -> Responder:
             text = text[len(last["content"]) :]
         if body.get("tools") and behaviour.tools:
             return Reply.tool_call("get_weather", {"city": "Paris"})
-        return stream(_apply_stops(text, stops), body, behaviour)
+        thinks = behaviour.reasoning != "none"
+        if body.get("reasoning_effort") == "none" and behaviour.reasoning_off:
+            thinks = False
+        if kind in ("json_object", "json_schema") and not behaviour.format_after_reasoning:
+            thinks = False
+        if thinks and body.get("max_tokens", 0) < behaviour.reasoning_tokens + 10:
+            return stream("", body, behaviour, thinks=True, finish="length")
+        return stream(_apply_stops(text, stops), body, behaviour, thinks=thinks)
 
     return answer
 

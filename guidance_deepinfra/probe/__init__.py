@@ -4,7 +4,11 @@ For each model a short, bounded series of tiny streamed requests (`probe.checks`
 ``json_object`` / ``json_schema`` / ``strict`` are accepted, which JSON Schema keywords the server enforces,
 whether ``{"type": "regex"}`` is accepted and enforced, whether prefilled assistant text is continued
 byte-exactly (also with ``response_format``), how many ``stop`` strings count, logprobs and top_logprobs,
-tools, ``estimated_cost`` in streamed usage, and the exact wording of a context-length error. The request
+tools, ``estimated_cost`` in streamed usage, the exact wording of a context-length error, and how the model
+reasons: in ``reasoning_content`` or inline ``<think>``, whether ``reasoning_effort: "none"`` turns it off,
+whether ``response_format`` applies to the answer after the reasoning and whether prefilled text is continued
+after it. A model that reasons gets its later checks with reasoning turned off (or, where it cannot be, with
+room for it), so that each reads an answer and not a budget spent thinking. The request
 count and an estimated cost are shown first and need a yes (``--yes`` answers it; with no input to read, the
 probe refuses). The results are printed as a table and written to a profile file that `load_profile` /
 `declare_profiles` (in `profile`) read, so a model's capabilities are never learned twice.
@@ -37,6 +41,10 @@ DEFAULT_OUTPUT = "deepinfra-probe.json"
 #: (key, label) of every measured fact, in table order.
 ROWS: list[tuple[str, str]] = [
     ("streamed_cost", "estimated_cost in streamed usage"),
+    ("reasoning", "how the model reasons"),
+    ("reasoning_off", 'reasoning_effort "none"'),
+    ("reasoning_with_format", "response_format on a reasoning model"),
+    ("reasoning_continuation", "prefilled text on a reasoning model"),
     ("json_object", "response_format json_object"),
     ("json_schema", "response_format json_schema"),
     ("strict", "json_schema with strict: true"),
@@ -53,8 +61,13 @@ ROWS: list[tuple[str, str]] = [
 
 
 def requests_per_model() -> int:
-    """The most requests the probe sends for one model (the stop check's second request is conditional)."""
-    return 1 + 3 + len(checks.KEYWORD_CASES) + 1 + 2 + 2 + 2 + 1 + 1
+    """The most requests the probe sends for one model (the stop check's second request and the three
+    reasoning checks are conditional)."""
+    return 1 + REASONING_CHECKS + 3 + len(checks.KEYWORD_CASES) + 1 + 2 + 2 + 2 + 1 + 1
+
+
+#: Requests sent only to a model that reasons.
+REASONING_CHECKS = 3
 
 
 @dataclass
@@ -70,7 +83,9 @@ class Plan:
 
     @property
     def tokens(self) -> int:
-        return self.requests * (PROMPT_TOKENS_PER_REQUEST + checks.MAX_TOKENS)
+        # the first request and the reasoning checks leave room for reasoning; a model whose reasoning cannot
+        # be turned off gets that room on every request
+        return self.requests * (PROMPT_TOKENS_PER_REQUEST + checks.REASONING_MAX_TOKENS)
 
     @property
     def cost(self) -> float:
@@ -80,8 +95,9 @@ class Plan:
         return (
             f"probe: {len(self.models)} model(s) at {display_url(base_url)}: {', '.join(self.models)}\n"
             f"probe: at most {self.requests} requests ({requests_per_model()} per model), each streamed with "
-            f"max_tokens={checks.MAX_TOKENS} (one per model asks for max_tokens={checks.HUGE_MAX_TOKENS} to provoke "
-            "the context-length error and is closed after its first piece if accepted)\n"
+            f"max_tokens={checks.MAX_TOKENS}, or {checks.REASONING_MAX_TOKENS} where a model reasons (one per model "
+            f"asks for max_tokens={checks.HUGE_MAX_TOKENS} to provoke the context-length error and is closed after "
+            "its first piece if accepted)\n"
             f"probe: at most about {self.tokens} tokens; estimated cost at most ${self.cost:.4f} at "
             f"${self.price_per_million:.2f} per million tokens (--price-per-million to change)"
         )
@@ -106,7 +122,9 @@ class ModelReport:
             return default if outcome is None or outcome.supported is None else outcome.supported
 
         logprobs = settled("logprobs", defaults.logprobs) and settled("top_logprobs", defaults.logprobs)
+        shape = self.outcomes.get("reasoning")
         return ModelProfile(
+            reasoning=shape.reading if shape is not None and shape.reading else defaults.reasoning,  # type: ignore[arg-type]
             json_schema=settled("json_schema", defaults.json_schema),
             json_object=settled("json_object", defaults.json_object),
             regex_format=settled("regex_format", defaults.regex_format),
@@ -117,6 +135,7 @@ class ModelReport:
 
 
 NAME_SCHEMA = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
+PROBE_SCHEMA_FORMAT = checks.PROBE_SCHEMA
 
 
 def probe_model(prober: checks.Prober, progress: Callable[[str], None]) -> ModelReport:
@@ -129,10 +148,25 @@ def probe_model(prober: checks.Prober, progress: Callable[[str], None]) -> Model
         progress(f"probe {prober.model}: {dict(ROWS)[key]}: {outcome.value}")
         return outcome
 
-    first = prober.send(checks.user("Say OK."))
+    first = prober.send(checks.user(checks.SAY_OK), max_tokens=checks.REASONING_MAX_TOKENS)
     if first.error is not None:  # a plain request must work before anything else is worth sending
         raise first.error
     measure("streamed_cost", lambda: checks.streamed_cost(first))
+    shape = measure("reasoning", lambda: checks.reasoning_shape(prober, first))
+    if shape.supported is not False:
+        off = measure("reasoning_off", lambda: checks.reasoning_off(prober))
+        schema_format = checks.json_schema_format(PROBE_SCHEMA_FORMAT)
+        measure("reasoning_with_format", lambda: checks.reasoning_with_format(prober, schema_format))
+        measure("reasoning_continuation", lambda: checks.reasoning_continuation(prober))
+        if off.supported:
+            prober.extra = {"reasoning_effort": "none"}
+        else:
+            prober.extra = {"max_tokens": checks.REASONING_MAX_TOKENS}
+    else:
+        for key in ("reasoning_off", "reasoning_with_format", "reasoning_continuation"):
+            report.outcomes[key] = checks.Finding("not measured (the model did not reason)")
+    sent_with = ", ".join(f"{k}={v}" for k, v in prober.extra.items()) or "nothing added"
+    report.outcomes["later_checks"] = checks.Finding(sent_with)
     json_object = measure("json_object", lambda: checks.json_object(prober))
     json_schema = measure("json_schema", lambda: checks.json_schema(prober))
     strict = measure("strict", lambda: checks.strict(prober))
@@ -175,6 +209,8 @@ def table(reports: list[ModelReport]) -> str:
     for key, label in ROWS:
         values = [r.error if r.error else r.outcomes[key].value if key in r.outcomes else "-" for r in reports]
         lines.append(f"| {label} | " + " | ".join(cell(v or "-") for v in values) + " |")
+    sent_with = [r.outcomes["later_checks"].value if "later_checks" in r.outcomes else "-" for r in reports]
+    lines.append("| later checks sent with | " + " | ".join(sent_with) + " |")
     profiles = [", ".join(f"{k}={v}" for k, v in vars(r.profile()).items()) if not r.error else "-" for r in reports]
     lines.append("| profile written | " + " | ".join(profiles) + " |")
     return "\n".join(lines)

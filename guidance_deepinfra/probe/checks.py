@@ -16,10 +16,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import APIError, DeepInfraError, redact_secrets
+from ..interpreter.reasoning import CLOSE_TAG, OPEN_TAG, whole_answer
 from ..lowering.schema import prepare
 from ..transport.client import Transport
 
 MAX_TOKENS = 48
+#: ``max_tokens`` of the requests that measure how a model reasons (reasoning shares the budget with the answer).
+REASONING_MAX_TOKENS = 512
 #: ``max_tokens`` of the request meant to provoke the context-length error (no model has such a window).
 HUGE_MAX_TOKENS = 10_000_000
 PROBE_SCHEMA: dict[str, Any] = {
@@ -33,8 +36,13 @@ PROBE_SCHEMA: dict[str, Any] = {
 class Exchange:
     """What one streamed request gave back: the text and extras, or the typed error it was refused with."""
 
-    text: str = ""
+    text: str = ""  # the answer, after any reasoning
     error: DeepInfraError | None = None
+    content: str = ""  # the content as it came, inline reasoning included
+    field_reasoning: str = ""  # what came in reasoning_content / reasoning deltas
+    reasoning: str = ""  # the reasoning, whichever way it came
+    reasoning_source: str | None = None  # field, inline, closing, or None
+    finish_reason: str | None = None
     logprob_entries: list[Any] = field(default_factory=list)
     tool_calls: int = 0
     usage: dict[str, Any] | None = None
@@ -55,6 +63,7 @@ class Finding:
     value: str
     detail: str = ""
     supported: bool | None = None  # None: the answer does not settle it
+    reading: str | None = None  # for a fact that is not yes/no (how a model reasons): the profile's value
 
     def __post_init__(self) -> None:
         # Both quote the server's replies, which may echo the key; they are printed and written to a file.
@@ -69,6 +78,11 @@ class Prober:
         self.model = model
         self.sent = 0
         self.cost = 0.0
+        #: Fields every later request carries: for a model that reasons, reasoning turned off (or, where it
+        #: cannot be, room for it), so that each check reads an answer rather than a budget spent thinking.
+        self.extra: dict[str, Any] = {}
+        #: The model reasons inline with only the closing tag (its template opens the block).
+        self.closing_only = False
 
     def send(self, messages: list[dict[str, Any]], *, read_all: bool = True, **fields: Any) -> Exchange:
         """Stream one request; with `read_all` False, stop after the first piece (a reply nobody needs)."""
@@ -78,6 +92,7 @@ class Prober:
             "max_tokens": MAX_TOKENS,
             "temperature": 0,
             "stream": True,
+            **self.extra,
             **fields,
         }
         self.sent += 1
@@ -90,6 +105,8 @@ class Prober:
                         break
         except DeepInfraError as error:
             exchange.error = error
+        exchange.text, split = whole_answer(exchange.content, exchange.field_reasoning, closing_only=self.closing_only)
+        exchange.reasoning, exchange.reasoning_source = split.reasoning, split.source
         if exchange.usage and isinstance(exchange.usage.get("estimated_cost"), (int, float)):
             self.cost += float(exchange.usage["estimated_cost"])
         return exchange
@@ -101,7 +118,16 @@ def _read_chunk(chunk: Any, exchange: Exchange) -> None:
     for choice in chunk.choices or []:
         delta = choice.delta
         if delta is not None and delta.content:
-            exchange.text += delta.content
+            exchange.content += delta.content
+            if not exchange.text:
+                exchange.text = delta.content  # something arrived (read_all=False stops here)
+        extra = delta.model_extra if delta is not None else None
+        if extra:
+            piece = extra.get("reasoning_content") or extra.get("reasoning")
+            if isinstance(piece, str):
+                exchange.field_reasoning += piece
+        if choice.finish_reason is not None:
+            exchange.finish_reason = choice.finish_reason
         if delta is not None and delta.tool_calls:
             exchange.tool_calls = max(exchange.tool_calls, *(call.index + 1 for call in delta.tool_calls))
         if choice.logprobs is not None and choice.logprobs.content:
@@ -371,3 +397,68 @@ def context_error(prober: Prober) -> Finding:
             f"{error.status}: {error.message}", f"the plugin reads it as {type(error).__name__}", supported=None
         )
     return Finding(reply.refused, supported=None)
+
+
+# --------------------------------------------------------------------------- reasoning
+
+
+SAY_OK = "Say OK."
+
+
+def reasoning_shape(prober: Prober, first: Exchange) -> Finding:
+    """How the first reply reasons: in ``reasoning_content``, inline ``<think>...</think>``, inline with only the
+    closing tag, or not at all. A closing-only model is read that way by every later check."""
+    if first.reasoning_source == "field":
+        return Finding("reasoning_content field", first.reasoning[:200], supported=True, reading="field")
+    if first.reasoning_source == "inline":
+        return Finding("inline <think>...</think>", first.reasoning[:200], supported=True, reading="inline")
+    if CLOSE_TAG in first.content and OPEN_TAG not in first.content:
+        prober.closing_only = True
+        reasoning = first.content.split(CLOSE_TAG, 1)[0]
+        return Finding("inline, closing </think> only", reasoning[:200], supported=True, reading="inline")
+    if first.finish_reason == "length" and not first.text:
+        return Finding(f"unclear (no answer within max_tokens={REASONING_MAX_TOKENS})", supported=None)
+    return Finding("none seen", repr(first.text), supported=False, reading="none")
+
+
+def reasoning_off(prober: Prober) -> Finding:
+    """Does ``reasoning_effort: "none"`` turn the reasoning off?"""
+    reply = prober.send(user(SAY_OK), reasoning_effort="none", max_tokens=REASONING_MAX_TOKENS)
+    if reply.error is not None:
+        return Finding(reply.refused, supported=False)
+    if reply.reasoning or (prober.closing_only and CLOSE_TAG in reply.content):
+        return Finding("reasoning still sent", reply.reasoning[:200], supported=False)
+    return Finding("turns it off", repr(reply.text), supported=True)
+
+
+def reasoning_with_format(prober: Prober, response_format: dict[str, Any] | None) -> Finding:
+    """With ``response_format``: is the format applied to the answer after the reasoning, or does the model
+    answer at once?"""
+    if response_format is None:
+        return Finding("not measured (no JSON response_format accepted)", supported=None)
+    reply = prober.send(
+        user('Answer with a JSON object whose key "ok" is true.'),
+        response_format=response_format,
+        max_tokens=REASONING_MAX_TOKENS,
+    )
+    if reply.error is not None:
+        return Finding(reply.refused, supported=None)
+    if not _parses(reply.text):
+        return Finding("answer after the reasoning is not JSON", repr(reply.text), supported=False)
+    if reply.reasoning:
+        return Finding("applied to the answer after the reasoning", repr(reply.text), supported=True)
+    return Finding("JSON at once, no reasoning", repr(reply.text), supported=True)
+
+
+def reasoning_continuation(prober: Prober) -> Finding:
+    """A trailing assistant message on a reasoning model: continued after reasoning, without it, or not?"""
+    reply = prober.send(
+        user("Count from 1 to 10, separated by commas and spaces, and nothing else.")
+        + [{"role": "assistant", "content": COUNT_PREFIX}],
+        max_tokens=REASONING_MAX_TOKENS,
+    )
+    found = _continued(reply, lambda text: bool(re.match(r" ?5\b", text)), lambda t: t.lstrip().startswith("1,"))
+    if found.supported:
+        how = "after reasoning" if reply.reasoning else "without reasoning"
+        return Finding(f"continued byte-exactly, {how}", found.detail, supported=True)
+    return found

@@ -20,13 +20,23 @@ from probe_servers import CONTEXT_MESSAGE, KEYWORDS, Behaviour, by_model
 from guidance_deepinfra import DeepInfra, ModelProfile
 from guidance_deepinfra.cli import main
 from guidance_deepinfra.errors import ConfigurationError
-from guidance_deepinfra.probe import ROWS, requests_per_model
+from guidance_deepinfra.probe import REASONING_CHECKS, ROWS, requests_per_model
 from guidance_deepinfra.probe.checks import KEYWORD_CASES
 from guidance_deepinfra.profile import PROFILES, ProfileRegistry, declare_profiles, load_profile, load_profiles
 from guidance_deepinfra.testing import FakeDeepInfra
 
 MODEL = "probe/model-a"
 LABELS = dict(ROWS)
+
+
+def plain() -> int:
+    """The requests sent to a model that does not reason (no reasoning checks)."""
+    return requests_per_model() - REASONING_CHECKS
+
+
+def measured(**fields: Any) -> ModelProfile:
+    """The profile the probe writes for a model that showed no reasoning."""
+    return ModelProfile(reasoning="none", **fields)
 
 
 @dataclass
@@ -87,14 +97,14 @@ def test_a_server_that_enforces_every_keyword(tmp_path, monkeypatch, capsys) -> 
     assert cell(run, "tools") == "accepted, tool called"
     assert cell(run, "streamed_cost") == "present ($2.5e-06)"
     assert cell(run, "context_error") == f"400: {CONTEXT_MESSAGE}", "the exact wording is kept"
-    assert run.requests == requests_per_model()
+    assert run.requests == plain()
     entry = run.data["models"][MODEL]
-    assert entry["profile"] == vars(ModelProfile(regex_format=True))
+    assert entry["profile"] == vars(measured(regex_format=True))
     assert entry["measured"]["context_error"]["detail"] == "the plugin reads it as ContextLengthError"
     assert entry["requests"] == run.requests
     # every answered request's streamed estimated_cost: 21 text answers and one tool call (42 tokens at 1e-7)
     assert entry["estimated_cost_usd"] == pytest.approx(2.5e-06 * (run.requests - 3) + 4.2e-06, rel=0.01)
-    assert load_profile(tmp_path / "profiles.json", MODEL) == ModelProfile(regex_format=True)
+    assert load_profile(tmp_path / "profiles.json", MODEL) == measured(regex_format=True)
     assert "probe-test-key" not in (tmp_path / "profiles.json").read_text() + run.out + run.err
 
 
@@ -136,14 +146,14 @@ def test_a_server_refusing_json_object_with_405(tmp_path, monkeypatch, capsys) -
     assert cell(run, "json_object") == f"refused (405: json_object response format is not supported for model: {MODEL})"
     assert cell(run, "continuation_with_format") == "continued byte-exactly"  # measured with json_schema instead
     profile = load_profile(tmp_path / "profiles.json", MODEL)
-    assert profile == ModelProfile(json_object=False)
+    assert profile == measured(json_object=False)
 
 
 def test_a_server_refusing_json_schema_measures_no_keyword(tmp_path, monkeypatch, capsys) -> None:
     run = probe(tmp_path, monkeypatch, capsys, {MODEL: Behaviour(json_schema=False, strict=False)}, "--yes")
     assert cell(run, "json_schema").startswith("refused (405: json_schema response format")
     assert all(cell(run, f"keyword:{n}") == "not measured (json_schema refused)" for n in KEYWORD_CASES)
-    assert run.requests == requests_per_model() - len(KEYWORD_CASES)
+    assert run.requests == plain() - len(KEYWORD_CASES)
     assert run.data["models"][MODEL]["profile"]["json_schema"] is False
 
 
@@ -189,7 +199,7 @@ def test_no_logprobs_no_tools_no_streamed_cost_no_regex(tmp_path, monkeypatch, c
     assert cell(run, "tools") == f"refused (405: Tool calling is not supported for model: {MODEL})"
     assert cell(run, "streamed_cost") == "absent from usage"
     assert cell(run, "regex_format").startswith("refused (422: response_format: Input tag 'regex'")
-    assert load_profile(tmp_path / "profiles.json", MODEL) == ModelProfile(logprobs=False, tools=False)
+    assert load_profile(tmp_path / "profiles.json", MODEL) == measured(logprobs=False, tools=False)
 
 
 @pytest.mark.slow
@@ -208,9 +218,9 @@ def test_several_models_get_a_column_and_a_profile_each(tmp_path, monkeypatch, c
     assert run.out.count(f"| {MODEL} | {other} |") == 1
     assert cell(run, "json_object", 0) == "accepted"
     assert cell(run, "json_object", 1).startswith("refused (405")
-    assert run.requests == 2 * requests_per_model()
+    assert run.requests == 2 * plain()
     profiles = load_profiles(tmp_path / "profiles.json")
-    assert profiles == {MODEL: ModelProfile(), other: ModelProfile(json_object=False)}
+    assert profiles == {MODEL: measured(), other: measured(json_object=False)}
 
 
 @pytest.mark.slow
@@ -238,7 +248,7 @@ def test_the_plan_is_shown_and_nothing_is_sent_without_a_yes(tmp_path, monkeypat
 
     monkeypatch.setattr("sys.stdin", io.StringIO("y\n"))
     run = probe(tmp_path, monkeypatch, capsys, {MODEL: Behaviour()})
-    assert run.code == 0 and run.requests == requests_per_model()
+    assert run.code == 0 and run.requests == plain()
     assert run.out.index("estimated cost at most") < run.out.index("| fact |")
 
 
@@ -310,7 +320,7 @@ def test_a_probe_file_feeds_deepinfra_and_declare_profile(tmp_path, monkeypatch,
 
     try:
         assert declare_profiles(path) == [MODEL]
-        assert PROFILES.get(MODEL) == ModelProfile(json_object=False)
+        assert PROFILES.get(MODEL) == measured(json_object=False)
     finally:
         PROFILES.forget(MODEL)
         PROFILES._declared.pop(MODEL, None)
@@ -331,3 +341,50 @@ def test_a_file_that_is_not_a_probe_file_is_refused(tmp_path) -> None:
     assert load_profile(good, "m") == ModelProfile()
     with pytest.raises(ConfigurationError, match="no profile for 'other'"):
         load_profile(good, "other")
+
+
+@pytest.mark.parametrize(
+    ("shape", "seen"),
+    [
+        ("field", "reasoning_content field"),
+        ("inline", "inline <think>...</think>"),
+        ("closing", "inline, closing </think> only"),
+    ],
+)
+def test_a_reasoning_model_is_measured_and_its_later_checks_read_answers(tmp_path, monkeypatch, capsys, shape, seen):
+    behaviour = Behaviour(reasoning=shape)
+    run = probe(tmp_path, monkeypatch, capsys, {MODEL: behaviour}, "--yes")
+    assert run.code == 0, run.err
+    assert cell(run, "reasoning") == seen
+    assert cell(run, "reasoning_off") == "turns it off"
+    assert cell(run, "reasoning_with_format") == "applied to the answer after the reasoning"
+    assert cell(run, "reasoning_continuation") == "continued byte-exactly, after reasoning"
+    assert run.table["later checks sent with"][0] == "reasoning_effort=none"
+    # with 48 max_tokens and the reasoning on, every later answer would be a budget spent thinking
+    assert all(cell(run, f"keyword:{name}") == "enforced" for name in KEYWORD_CASES)
+    assert cell(run, "continuation") == "continued byte-exactly"
+    assert run.requests == requests_per_model()
+    expected = "field" if shape == "field" else "inline"
+    assert load_profile(tmp_path / "profiles.json", MODEL) == ModelProfile(reasoning=expected)  # type: ignore[arg-type]
+
+
+def test_a_model_whose_reasoning_cannot_be_turned_off_gets_room_for_it(tmp_path, monkeypatch, capsys) -> None:
+    behaviour = Behaviour(reasoning="inline", reasoning_off=False, format_after_reasoning=False)
+    run = probe(tmp_path, monkeypatch, capsys, {MODEL: behaviour}, "--yes")
+    assert cell(run, "reasoning_off") == "reasoning still sent"
+    assert cell(run, "reasoning_with_format") == "JSON at once, no reasoning"
+    assert run.table["later checks sent with"][0] == "max_tokens=512"
+    assert cell(run, "continuation") == "continued byte-exactly"
+    assert cell(run, "stop_limit").startswith("16 ")
+    later = behaviour.requests[1 + REASONING_CHECKS :]
+    assert all(b["max_tokens"] >= 512 for b in later)
+
+
+def test_a_model_that_does_not_reason_is_sent_no_reasoning_check(tmp_path, monkeypatch, capsys) -> None:
+    behaviour = Behaviour()
+    run = probe(tmp_path, monkeypatch, capsys, {MODEL: behaviour}, "--yes")
+    assert cell(run, "reasoning") == "none seen"
+    assert cell(run, "reasoning_off") == "not measured (the model did not reason)"
+    assert run.table["later checks sent with"][0] == "nothing added"
+    assert not any("reasoning_effort" in b for b in behaviour.requests)
+    assert all(b["max_tokens"] == 48 for b in behaviour.requests[1:] if b["max_tokens"] < 10_000)
