@@ -45,6 +45,17 @@ REPLIES["json_extraction"] = [
         prompt_tokens=151,
         completion_tokens=31,
     ),
+    # A reasoning model thinking inline before its answer (as DeepSeek-R1 does), then the same model with
+    # its reasoning turned off for one block.
+    Reply.text(
+        '{"title": "Budget review", "day": "Thursday", "start": "14:30", '
+        '"attendees": ["Sam", "Priya", "Tom", "Lena"], "online": true}',
+        reasoning="The email moves the budget review to Thursday at 14:30. Sam signs it, Priya and Tom join "
+        "from the office, Lena dials in, so the meeting is partly online.",
+        reasoning_as="inline",
+        prompt_tokens=96,
+    ),
+    Reply.text('"yes"', prompt_tokens=160, completion_tokens=2),
 ]
 
 REPLIES["classification"] = [

@@ -22,7 +22,7 @@ from ..profile import ProfileRegistry
 from ..testing.fake_server import Reply
 from . import modes as _modes
 from . import provenance as _provenance
-from . import scenarios_grammar, scenarios_json
+from . import scenarios_grammar, scenarios_json, scenarios_reasoning
 from .modes import REPLAY_KEY as REPLAY_KEY  # the key sent offline
 from .modes import make_vcr as make_vcr  # vcrpy as the cassettes use it
 from .scenario import Scenario, ScenarioSet
@@ -85,7 +85,9 @@ def multi_turn(lm: DeepInfra) -> dict[str, Any]:
 #: Every scenario by name, in the order the demo runs them: chat, then grammar and json constraints (those
 #: live beside the code they exercise and are read from their modules' own sets).
 SCENARIOS: dict[str, Scenario] = {
-    sc.name: sc for group in (CHAT, scenarios_grammar.SCENARIOS, scenarios_json.SCENARIOS) for sc in group
+    sc.name: sc
+    for group in (CHAT, scenarios_grammar.SCENARIOS, scenarios_json.SCENARIOS, scenarios_reasoning.SCENARIOS)
+    for sc in group
 }
 
 # --------------------------------------------------------------------------- running
