@@ -21,6 +21,7 @@ from .enforcement.json_select import JsonSelectMixin
 from .enforcement.tool_calls import ToolCallMixin
 from .errors import ConfigurationError, MissingAPIKeyError
 from .interpreter.base import DeepInfraBaseInterpreter, DeepInfraImageMixin, DeepInfraState
+from .interpreter.reasoning import ReasoningEntry
 from .profile import PROFILES, ModelProfile, ProfileRegistry
 from .transport.client import DEFAULT_BASE_URL, RetryPolicy, Transport
 from .usage import DeepInfraUsage
@@ -266,8 +267,10 @@ class DeepInfra(Model):
         return self._interpreter.ledger  # type: ignore[attr-defined,no-any-return]
 
     @property
-    def reasoning(self) -> list[str]:
-        """Reasoning text of each call from a reasoning model, kept out of the program text and captures."""
+    def reasoning(self) -> list[ReasoningEntry]:
+        """The reasoning of each call from a reasoning model, oldest first, kept out of the program text and
+        captures. Each entry reads as its text and says its `source` (``field``, ``inline``, ``closing``), the
+        `capture` and `attempt` it belongs to and whether that attempt was `accepted`."""
         return list(self._state.reasoning)
 
     @property
