@@ -1,11 +1,11 @@
 """The extraction fast path's bounds (answer size, no decompression, proxy decision, detached errors): what
 they cost, measured side by side against the code before them.
 
-    python bench/fastpath_bounds.py --before 87adf10     # the README's run (about two minutes)
-    python bench/fastpath_bounds.py --before REV --quick
+    python bench/fastpath_bounds.py --before 87adf10 --after d1242c2 --rounds 6   # the README's run (5 minutes)
+    python bench/fastpath_bounds.py --before REV --quick                          # against this tree
 
-`--before` names a commit; its ``guidance_deepinfra`` is exported to a temporary folder and put first on the
-client's ``PYTHONPATH``, so that its rows run the old package and the others this tree's, with the same bench
+`--before` (and `--after`, else this tree) names a commit; its ``guidance_deepinfra`` is exported to a temporary
+folder and put first on the client's ``PYTHONPATH``, so that each row runs that package, with the same bench
 code, server and interpreter. The rows alternate in ABBA order (before, after, after, before, ...), each client
 in a fresh process against a fresh server process, so that both see the same machine load and neither always
 runs first.
@@ -173,6 +173,7 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", required=True, help="the commit to measure against (its package is exported)")
+    parser.add_argument("--after", default="", help="the commit measured as after (default: this tree)")
     parser.add_argument("--rounds", type=int, default=4, help="before/after pairs per table")
     parser.add_argument("--only", choices=("throughput", "memory"), help="one table only (nothing written)")
     parser.add_argument("--quick", action="store_true", help="fewer inputs, one round, nothing written")
@@ -180,11 +181,17 @@ def main() -> None:
     rounds = 1 if args.quick else args.rounds
     big, small = (1000, 400) if args.quick else (4000, 1000)
     folder, before_id = export(args.before)
-    after_id = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=HERE.parent, capture_output=True, text=True
-    ).stdout.strip()
-    after_label = f"after (this tree, {after_id})"
+    after_folder: Path | None = None
+    if args.after:
+        after_folder, after_id = export(args.after)
+        after_label = f"after ({after_id})"
+    else:
+        after_id = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=HERE.parent, capture_output=True, text=True
+        ).stdout.strip()
+        after_label = f"after (this tree, {after_id})"
     labels = {True: f"before ({before_id})", False: after_label}
+    paths = {True: folder, False: after_folder}
     load_start = f"{os.getloadavg()[0]:.1f}"
     ideal = CONCURRENCY / LATENCY
 
@@ -194,7 +201,7 @@ def main() -> None:
         for before in (True, False) if round_ % 2 else (False, True):
             if round_ == 1 and before:
                 rates = {True: [], False: []}
-            figures = throughput(folder if before else None, big)
+            figures = throughput(paths[before], big)
             rates[before].append(figures["rate"])
             rows.append(
                 (
@@ -219,7 +226,7 @@ def main() -> None:
         for before in (True, False) if round_ % 2 else (False, True):
             if round_ == 1 and before:
                 peaks = {True: [], False: []}
-            figures = memory(folder if before else None, small)
+            figures = memory(paths[before], small)
             peaks[before].append(figures["peak"] - figures["before"])
             rows.append(
                 (
@@ -246,6 +253,7 @@ def main() -> None:
         return
     figures_out = {
         "before": before_id,
+        "after": after_id,
         "median_before": f"{median[True]:.0f}",
         "median_after": f"{median[False]:.0f}",
         "ratio": f"{ratio:.2f}",
