@@ -6,6 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
+# Only argparse and the light modules are loaded before a command runs: `--help`, the command's and each
+# subcommand's, answers without importing guidance, openai, jsonschema, llguidance, aiohttp or pydantic
+# (tests/integration/test_startup.py checks it). Each subcommand's own code is imported in `main`.
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="guidance-deepinfra", description=__doc__)

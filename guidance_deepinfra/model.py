@@ -22,12 +22,10 @@ from .enforcement.tool_calls import ToolCallMixin
 from .errors import ConfigurationError, MissingAPIKeyError
 from .interpreter.base import DeepInfraBaseInterpreter, DeepInfraImageMixin, DeepInfraState
 from .interpreter.reasoning import ReasoningEntry
+from .profile import DEFAULT_MODEL as DEFAULT_MODEL  # the model used when none is named
 from .profile import PROFILES, ModelProfile, ProfileRegistry
 from .transport.client import DEFAULT_BASE_URL, RetryPolicy, Transport
 from .usage import DeepInfraUsage
-
-#: The model used when none is named: a current DeepInfra chat model with JSON mode and tool calling.
-DEFAULT_MODEL = "meta-llama/Llama-3.3-70B-Instruct-Turbo"
 
 API_KEY_VARIABLES = ("DEEPINFRA_API_KEY", "DEEPINFRA_TOKEN")
 

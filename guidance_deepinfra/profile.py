@@ -26,6 +26,10 @@ REASONING_SHAPES: tuple[ReasoningShape, ...] = get_args(ReasoningShape)
 
 JsonMode = Literal["json_schema", "json_object", "prompt"]
 
+#: The model used when none is named: a current DeepInfra chat model with JSON mode and tool calling. Here,
+#: below everything, so the command line's help can name it without importing the model (and guidance).
+DEFAULT_MODEL = "meta-llama/Llama-3.3-70B-Instruct-Turbo"
+
 
 @dataclass(frozen=True)
 class ModelProfile:

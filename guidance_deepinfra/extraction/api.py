@@ -43,11 +43,10 @@ from .engine import Batch, Counts, Done, Failed, Outcome, Record, Retry, Slot, T
 from .fast import FastExtractor
 from .inputs import Item, items_from, read_inputs
 from .limiter import DEEPINFRA_MAX_CONCURRENCY, AdaptiveLimiter
+from .limiter import DEFAULT_CONCURRENCY as DEFAULT_CONCURRENCY  # requests in flight by default
 from .program import DEFAULT_INSTRUCTIONS, Extractor
 from .records import RecordLog, read_records
 from .schema import Schema, load_schema
-
-DEFAULT_CONCURRENCY = 32
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,8 @@
-"""``guidance-deepinfra extract``: batch extraction from files, a progress bar, and a resumable output."""
+"""``guidance-deepinfra extract``: batch extraction from files, a progress bar, and a resumable output.
+
+Only the standard library and the light modules are imported at load time, so ``guidance-deepinfra extract
+--help`` answers without loading guidance, openai or the extraction engine; `run` imports them.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +12,15 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigurationError, DeepInfraError, OutputWriteError
-from ..model import DEFAULT_MODEL
-from .api import DEFAULT_CONCURRENCY, Schema, estimate_extraction, load_schema, read_inputs, run_extraction
-from .engine import Counts
+from ..profile import DEFAULT_MODEL
 from .inputs import Item, parse_shard, shard_of
-from .limiter import DEEPINFRA_MAX_CONCURRENCY, AdaptiveLimiter
+from .limiter import DEEPINFRA_MAX_CONCURRENCY, DEFAULT_CONCURRENCY, AdaptiveLimiter
+
+if TYPE_CHECKING:
+    from .engine import Counts
 
 #: Exit codes of ``guidance-deepinfra extract`` (documented in the README).
 EXIT_DONE = 0  # every input has a result
@@ -158,6 +163,8 @@ class ProgressBar:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .api import Schema, estimate_extraction, load_schema, read_inputs, run_extraction
+
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     errors_path: Path = args.errors or args.output.with_name(args.output.stem + ".errors.jsonl")
     try:

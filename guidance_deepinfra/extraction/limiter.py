@@ -32,6 +32,9 @@ from collections.abc import Callable
 #: DeepInfra's documented limit of concurrent requests per model and account.
 DEEPINFRA_MAX_CONCURRENCY = 200
 
+#: Requests in flight when the caller names no bound (here, not in `api`, so the command's help is light).
+DEFAULT_CONCURRENCY = 32
+
 #: Window gained per successful request (a quarter slot: x1.25 per round trip below the user's bound).
 DEFAULT_INCREASE = 0.25
 

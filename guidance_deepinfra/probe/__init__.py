@@ -12,6 +12,9 @@ room for it), so that each reads an answer and not a budget spent thinking. The 
 count and an estimated cost are shown first and need a yes (``--yes`` answers it; with no input to read, the
 probe refuses). The results are printed as a table and written to a profile file that `load_profile` /
 `declare_profiles` (in `profile`) read, so a model's capabilities are never learned twice.
+
+The transport, the model's key lookup and the demo's provenance are imported where they are used, so
+``guidance-deepinfra probe --help`` answers without loading openai or guidance.
 """
 
 from __future__ import annotations
@@ -25,11 +28,8 @@ from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
-from ..demo.provenance import plugin_version, today
 from ..errors import AuthenticationError, DeepInfraError
-from ..model import DEFAULT_MODEL, resolve_api_key, resolve_base_url
-from ..profile import PROBE_FORMAT, ModelProfile
-from ..transport.client import RetryPolicy, Transport, display_url
+from ..profile import DEFAULT_MODEL, PROBE_FORMAT, ModelProfile
 from . import checks
 
 MAX_MODELS = 20
@@ -92,6 +92,8 @@ class Plan:
         return self.tokens * self.price_per_million / 1_000_000
 
     def describe(self, base_url: str) -> str:
+        from ..transport.client import display_url
+
         return (
             f"probe: {len(self.models)} model(s) at {display_url(base_url)}: {', '.join(self.models)}\n"
             f"probe: at most {self.requests} requests ({requests_per_model()} per model), each streamed with "
@@ -218,6 +220,9 @@ def table(reports: list[ModelReport]) -> str:
 
 def write_profile_file(path: Path, reports: list[ModelReport], base_url: str) -> None:
     """Write (or extend) the profile file: each probed model's profile and every measurement behind it."""
+    from ..demo.provenance import plugin_version, today
+    from ..transport.client import display_url
+
     data: dict[str, Any] = {}
     if path.exists():
         try:
@@ -281,6 +286,9 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace, *, stdin: IO[str] | None = None) -> int:
     """Run ``guidance-deepinfra probe``; returns the exit code."""
+    from ..model import resolve_api_key, resolve_base_url
+    from ..transport.client import RetryPolicy, Transport
+
     models = list(dict.fromkeys(args.models or [DEFAULT_MODEL]))
     if len(models) > MAX_MODELS:
         print(f"probe: at most {MAX_MODELS} models per run, got {len(models)}", file=sys.stderr)

@@ -13,12 +13,13 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import APIError, DeepInfraError, redact_secrets
 from ..interpreter.reasoning import CLOSE_TAG, OPEN_TAG, whole_answer
-from ..lowering.schema import prepare
-from ..transport.client import Transport
+
+if TYPE_CHECKING:  # the command's help reads this module's tables without loading openai
+    from ..transport.client import Transport
 
 MAX_TOKENS = 48
 #: ``max_tokens`` of the requests that measure how a model reasons (reasoning shares the budget with the answer).
@@ -250,6 +251,8 @@ def keyword(prober: Prober, name: str, *, use_strict: bool) -> Finding:
         document = json.loads(reply.text)
     except ValueError:
         return Finding("unclear (reply is not JSON)", reply.text, supported=None)
+    from ..lowering.schema import prepare
+
     problems = prepare(schema).errors(document)
     if problems:
         return Finding("not enforced", f"{reply.text} ({problems[0]})", supported=False)

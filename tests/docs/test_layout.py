@@ -29,6 +29,7 @@ PACKAGE_DIR = Path(guidance_deepinfra.__file__).parent
 #: of a lower rank. The package `__init__` is the top and is never imported from inside (see below).
 RANKS = {
     "_version": 0,
+    "_registration": 7,
     "errors": 0,
     "bounds": 0,
     "profile": 0,
