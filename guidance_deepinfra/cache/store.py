@@ -13,6 +13,7 @@ full disk, a lock held too long) gives one warning and the answer in hand is sti
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import logging
@@ -22,6 +23,7 @@ import sys
 import threading
 import time
 import warnings
+import weakref
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -126,6 +128,11 @@ class ResponseCache:
         #: Set once the file proved unreadable: every lookup misses and nothing is written from then on.
         self.disabled = False
         self._writes_since_check = 0
+        self._queue: list[tuple[str, int, Any, str | None]] = []
+        self._queue_changed = threading.Condition(threading.Lock())
+        self._pending = 0
+        self._flushing = 0
+        self._writer: threading.Thread | None = None
         self._stored_estimate: int | None = None
 
     def __repr__(self) -> str:
@@ -180,7 +187,7 @@ class ResponseCache:
             ).fetchone()
             if row is None:
                 return None
-            answer = json.loads(zlib.decompress(row[0]))
+            answer = _unpacked(row[0])
         except (sqlite3.Error, OSError, ValueError, zlib.error) as exc:
             self._unreadable(exc)
             return None
@@ -197,18 +204,67 @@ class ResponseCache:
 
         An answer already stored there (another process ran the same request at the same time) is kept.
         """
+        return self._store_many([(key, occurrence, answer, model)])
+
+    def store_later(self, key: str, occurrence: int, answer: Any, *, model: str | None = None) -> None:
+        """`store`, on a writer thread of this cache: the caller (an event loop with hundreds of requests in
+        flight) does not wait for the file, and answers that arrive together share one transaction. `flush`
+        waits for what is queued; the process does too at exit."""
+        if self.disabled:
+            return
+        with self._queue_changed:
+            self._queue.append((key, occurrence, answer, model))
+            self._pending += 1
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._write_queued, name="request-cache-writer", daemon=True)
+                self._writer.start()
+                _WRITING.add(self)
+            self._queue_changed.notify_all()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every answer given to `store_later` is written (or failed); False on timeout."""
+        with self._queue_changed:
+            self._flushing += 1
+            self._queue_changed.notify_all()
+            try:
+                return self._queue_changed.wait_for(lambda: self._pending == 0, timeout)
+            finally:
+                self._flushing -= 1
+
+    def _write_queued(self) -> None:
+        while True:
+            with self._queue_changed:
+                if not self._queue_changed.wait_for(lambda: bool(self._queue), timeout=5.0):
+                    self._writer = None  # idle: the next `store_later` starts another
+                    return
+                # Answers arrive one by one; a transaction each would cost a commit each (about 0.1 ms of CPU
+                # at 200 in flight). Gathering them for a moment makes it one commit per a few hundred.
+                self._queue_changed.wait_for(lambda: len(self._queue) >= 512 or self._flushing, timeout=0.05)
+                batch, self._queue = self._queue, []
+            try:
+                self._store_many(batch)
+            finally:
+                with self._queue_changed:
+                    self._pending -= len(batch)
+                    self._queue_changed.notify_all()
+
+    def _store_many(self, batch: list[tuple[str, int, Any, str | None]]) -> bool:
         if self.disabled:
             return False
         try:
-            blob = zlib.compress(json.dumps(answer, separators=(",", ":")).encode("utf-8", "surrogatepass"), 1)
             now = time.time()
+            rows = []
+            for key, occurrence, answer, model in batch:
+                blob = _packed(answer)
+                rows.append((key, occurrence, model, blob, len(blob), now, now))
             connection = self._connection()
-            connection.execute(
-                "INSERT OR IGNORE INTO answers (key, occurrence, model, answer, size, created, used) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (key, occurrence, model, blob, len(blob), now, now),
-            )
-            self._after_write(connection, len(blob))
+            with _immediate(connection):
+                connection.executemany(
+                    "INSERT OR IGNORE INTO answers (key, occurrence, model, answer, size, created, used) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+            self._after_write(connection, sum(row[4] for row in rows))
         except (sqlite3.Error, OSError, ValueError) as exc:
             if _corrupt(exc):
                 self._unreadable(exc)  # stop using the file
@@ -257,6 +313,17 @@ class ResponseCache:
             logger.info("request cache: %d least recently used answer(s) evicted", len(doomed))
         return total
 
+    def held_prefixes(self) -> set[str] | None:
+        """The first 16 hex digits of every key with a stored answer (None when the file cannot be read)."""
+        if self.disabled:
+            return set()
+        try:
+            rows = self._connection().execute("SELECT DISTINCT substr(key, 1, 16) FROM answers").fetchall()
+        except (sqlite3.Error, OSError) as exc:
+            self._unreadable(exc)
+            return None
+        return {row[0] for row in rows}
+
     # ----------------------------------------------------------------- maintenance
 
     def info(self) -> CacheInfo:
@@ -302,6 +369,21 @@ class ResponseCache:
             self._local.connection = None
 
 
+#: Answers shorter than this are stored as their JSON: compressing a few hundred bytes saves little and
+#: costs the writer (extraction's answers are this short; a streamed answer's chunks are not).
+COMPRESS_FROM = 1024
+
+
+def _packed(answer: Any) -> bytes:
+    """An answer as stored: its JSON, zlib-compressed when long (a stored blob starting with ``{`` is plain)."""
+    text = json.dumps(answer, separators=(",", ":")).encode("utf-8", "surrogatepass")
+    return zlib.compress(text, 1) if len(text) >= COMPRESS_FROM else text
+
+
+def _unpacked(blob: bytes) -> Any:
+    return json.loads(blob if blob[:1] == b"{" else zlib.decompress(blob))
+
+
 def _corrupt(exc: BaseException) -> bool:
     """True for an error that says the file is not (or no longer) a readable database."""
     text = str(exc).lower()
@@ -318,6 +400,16 @@ def _immediate(connection: sqlite3.Connection) -> Iterator[None]:
         connection.execute("ROLLBACK")
         raise
     connection.execute("COMMIT")
+
+
+#: Caches with a writer thread: their queued answers are written before the process exits.
+_WRITING: weakref.WeakSet[ResponseCache] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    for cache in list(_WRITING):
+        cache.flush(timeout=BUSY_TIMEOUT_S)
 
 
 _OPEN: dict[tuple[str, int], ResponseCache] = {}
@@ -345,6 +437,7 @@ class CacheRun:
 
     def __init__(self, store: ResponseCache) -> None:
         self.store = store
+        self._held: set[str] | None = None
         self._seen: dict[str, int] = {}
         self._lock = threading.Lock()
 
@@ -354,6 +447,16 @@ class CacheRun:
     def fresh(self) -> CacheRun:
         """A new run on the same file, counting from the first answer again."""
         return CacheRun(self.store)
+
+    def preload(self) -> None:
+        """Read which requests the file holds answers for, once, so that `may_hold` tells a miss without a
+        query: what a batch with hundreds of requests in flight, mostly new ones, does before it starts.
+        Answers other processes store later are not seen by this run (their requests go live)."""
+        self._held = self.store.held_prefixes()
+
+    def may_hold(self, key: str) -> bool:
+        """False when the file surely holds no answer for `key` (known from `preload`), else True."""
+        return self._held is None or key[:16] in self._held
 
     def claim(self, base_url: str, body: dict[str, Any]) -> tuple[str, int]:
         """The key of this request and its occurrence in the run (0 for the first), counted now."""

@@ -14,6 +14,7 @@ from the guidance path, which a test checks by comparing the records and request
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from typing import Any
 
@@ -94,7 +95,11 @@ class FastExtractor:
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
-        await self.http.__aexit__(*exc)
+        try:
+            await self.http.__aexit__(*exc)
+        finally:
+            if self.http.cache is not None:  # the batch's answers are in the file when extract() returns
+                await asyncio.to_thread(self.http.cache.store.flush)
 
     async def __call__(self, item: Item, slot: Slot) -> Outcome:
         usage = DeepInfraUsage()

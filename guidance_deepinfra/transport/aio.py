@@ -185,7 +185,7 @@ class AsyncTransport:
             stats=transport.stats,
             observers=transport.observers,
             connections=connections,
-            cache=transport.cache.fresh() if transport.cache is not None else None,
+            cache=_batch_run(transport.cache),
         )
 
     def __repr__(self) -> str:
@@ -340,6 +340,15 @@ class AsyncTransport:
         return read_completion(raw, model=model)
 
 
+def _batch_run(cache: CacheRun | None) -> CacheRun | None:
+    """A batch's own run of the model's cache, which knows up front which requests the file answers."""
+    if cache is None:
+        return None
+    run = cache.fresh()
+    run.preload()
+    return run
+
+
 async def cached_completion(
     transport: AsyncTransport,
     body: dict[str, Any],
@@ -353,7 +362,7 @@ async def cached_completion(
     run = transport.cache
     assert run is not None
     key, occurrence = run.claim(transport.base_url, body)
-    fields = completion_fields(run.store.lookup(key, occurrence))
+    fields = completion_fields(run.store.lookup(key, occurrence)) if run.may_hold(key) else None
     if fields is not None:
         transport.stats.cache_hits += 1
         answer = Completion(**fields, from_cache=True)
@@ -365,7 +374,7 @@ async def cached_completion(
     except BaseException:
         run.release(key, occurrence)
         raise
-    run.store.store(key, occurrence, completion_record(answer), model=model_of(body))
+    run.store.store_later(key, occurrence, completion_record(answer), model=model_of(body))
     return answer
 
 

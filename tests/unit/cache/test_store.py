@@ -115,3 +115,31 @@ def test_bad_cache_arguments_are_refused(tmp_path) -> None:
     with pytest.raises(ConfigurationError):
         ResponseCache(tmp_path / "c.sqlite3", max_bytes=0)
     assert resolve_path(False) is None and resolve_path(tmp_path / "x") == tmp_path / "x"
+
+
+def test_answers_stored_later_are_in_the_file_after_flush_and_a_preloaded_run_knows_them(tmp_path) -> None:
+    store = ResponseCache(tmp_path / "c.sqlite3")
+    run = CacheRun(store)
+    claims = [run.claim(URL, {**BODY, "seed": n}) for n in range(50)]
+    for key, occurrence in claims:
+        store.store_later(key, occurrence, {"key": key})
+    assert store.flush(timeout=30)
+    assert all(store.lookup(key, 0) == {"key": key} for key, _ in claims)
+    preloaded = run.fresh()
+    preloaded.preload()
+    assert all(preloaded.may_hold(key) for key, _ in claims)
+    assert not preloaded.may_hold(request_key(URL, {**BODY, "seed": 999}))
+    assert run.may_hold(request_key(URL, {**BODY, "seed": 999}))  # without a preload, every key may be held
+
+
+def test_a_write_that_fails_on_the_writer_thread_warns_once(tmp_path) -> None:
+    path = tmp_path / "c.sqlite3"
+    store = ResponseCache(path)
+    store.store("first", 0, {"a": 1})
+    with sqlite3.connect(path) as connection:
+        connection.execute("CREATE TRIGGER full BEFORE INSERT ON answers BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+    with pytest.warns(RuntimeWarning, match="could not be written") as caught:
+        for n in range(5):
+            store.store_later(f"k{n}", 0, {"n": n})
+            assert store.flush(timeout=30)
+    assert len(caught) == 1 and not store.disabled and store.lookup("first", 0) == {"a": 1}
