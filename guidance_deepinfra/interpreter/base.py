@@ -48,7 +48,7 @@ from ..thinking import ReasoningSetting, current_reasoning, setting_from_fields
 from ..transport import body as _request
 from ..transport.client import Transport
 from ..usage import DeepInfraUsage, SharedUsage
-from .grammar_attrs import request_statements
+from .grammar_attrs import request_statements, split_lark, temperatures
 from .logprobs import RequestTokens, span_log_prob
 from .reasoning import AttemptLabels, ReasoningEntry, ReasoningSource, ReasoningSplit, budget_spent
 from .stops import StopScanner, StopSpec, stop_spec_for
@@ -408,8 +408,13 @@ class DeepInfraBaseInterpreter(BaseOpenAIInterpreter):
     def rule(self, node: RuleNode, **kwargs: Any) -> Iterator[OutputAttr]:
         if isinstance(node.value, RegexNode) and node.value.regex is None:
             yield from self.gen_text(node, **kwargs)
-        else:
-            yield from self.constrained_rule(node, **kwargs)
+            return
+        pieces = split_lark(node) if len(temperatures(node)) > 1 else None
+        if pieces is not None:  # a Lark start sequence whose items ask for different temperatures
+            for piece in pieces:
+                yield from self.run(piece, **kwargs)
+            return
+        yield from self.constrained_rule(node, **kwargs)
 
     def gen_text(self, node: RuleNode, **kwargs: Any) -> Iterator[OutputAttr]:
         """``gen()`` without a regex: stops, suffix and stop capture handled as a local model would."""

@@ -84,8 +84,9 @@ def test_lark_rule_temperature_is_sent(fake, make_model) -> None:
     assert fake.last["temperature"] == 0.3
 
 
-def test_gens_with_different_temperatures_in_one_grammar_are_refused_before_any_request(fake, make_model) -> None:
-    program = gen(regex="a+", temperature=0.2) + "," + gen(regex="b+", temperature=0.9)
+def test_gens_with_different_temperatures_inside_one_capture_are_refused_before_any_request(fake, make_model) -> None:
+    # (at the top level of a join they are split into requests: tests/integration/test_sampling_split.py)
+    program = capture(gen(regex="a+", temperature=0.2) + "," + gen(regex="b+", temperature=0.9), "both")
     with pytest.raises(InvalidProgramError, match="different temperatures"):
         run(fake, make_model, program, "a,b")
     assert fake.requests == []
