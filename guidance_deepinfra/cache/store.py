@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, redact_secrets
 
 logger = logging.getLogger("guidance_deepinfra")
 
@@ -375,8 +375,10 @@ COMPRESS_FROM = 1024
 
 
 def _packed(answer: Any) -> bytes:
-    """An answer as stored: its JSON, zlib-compressed when long (a stored blob starting with ``{`` is plain)."""
-    text = json.dumps(answer, separators=(",", ":")).encode("utf-8", "surrogatepass")
+    """An answer as stored: its JSON, zlib-compressed when long (a stored blob starting with ``{`` is plain),
+    with this process's API keys masked."""
+    # A key a server echoed into an answer is masked, as in extraction's files: never written to disk.
+    text = redact_secrets(json.dumps(answer, separators=(",", ":"))).encode("utf-8", "surrogatepass")
     return zlib.compress(text, 1) if len(text) >= COMPRESS_FROM else text
 
 

@@ -32,7 +32,7 @@ from urllib.parse import unquote, urlparse
 import aiohttp
 
 from ..errors import APIError, DeepInfraError, ProtocolError, RateLimitError, redact
-from .cached import CacheRun, completion_fields, completion_record, model_of
+from .cached import CacheRun, completion_fields, completion_record, holds_secret, model_of
 from .client import (
     CallStats,
     Observers,
@@ -374,7 +374,9 @@ async def cached_completion(
     except BaseException:
         run.release(key, occurrence)
         raise
-    run.store.store_later(key, occurrence, completion_record(answer), model=model_of(body))
+    record = completion_record(answer)
+    if not holds_secret(record):
+        run.store.store_later(key, occurrence, record, model=model_of(body))
     return answer
 
 

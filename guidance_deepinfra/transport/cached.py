@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..cache.store import CacheRun
+from ..errors import redact_secrets
 
 #: The field a replayed answer's usage carries (see `DeepInfraUsage.add_chunk_usage`).
 REPLAY_MARK = "replayed_from_cache"
@@ -61,6 +62,24 @@ class StreamRecorder:
     def record(self) -> dict[str, Any]:
         """The stored form; `complete` is False when the reader stopped before the end (a client-side stop)."""
         return {"v": _VERSION, "kind": "stream", "complete": self.finished, "chunks": self.chunks}
+
+
+def holds_secret(record: dict[str, Any]) -> bool:
+    """True when a registered API key appears in the answer: a server that echoed it. Such an answer is not
+    stored. A streamed answer is checked field by field over all its chunks joined, since a key split across
+    chunks is in no single one."""
+    texts: dict[str, list[str]] = {}
+    for chunk in record.get("chunks") or []:
+        for choice in chunk.get("choices") or [] if isinstance(chunk, dict) else []:
+            delta = choice.get("delta") if isinstance(choice, dict) else None
+            for name, value in (delta or {}).items():
+                if isinstance(value, str):
+                    texts.setdefault(name, []).append(value)
+                elif value is not None:
+                    texts.setdefault(name, []).append(json.dumps(value))
+    whole = ["".join(parts) for parts in texts.values()]
+    whole.append(json.dumps({k: v for k, v in record.items() if k != "chunks"}, ensure_ascii=False))
+    return any(redact_secrets(text) != text for text in whole)
 
 
 def stream_record(stored: Any) -> dict[str, Any] | None:
@@ -122,6 +141,7 @@ __all__ = [
     "StreamRecorder",
     "completion_fields",
     "completion_record",
+    "holds_secret",
     "model_of",
     "sse_bytes",
     "stream_record",

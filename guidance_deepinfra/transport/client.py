@@ -43,7 +43,7 @@ from ..errors import (
     redact,
     register_secret,
 )
-from .cached import ChunkStream, StreamRecorder, model_of, sse_bytes, stream_record
+from .cached import ChunkStream, StreamRecorder, holds_secret, model_of, sse_bytes, stream_record
 from .chunks import QuickChunkStream
 from .deadline import Deadline, network_stream_of, sending
 from .deadline import install as install_deadlines
@@ -925,8 +925,9 @@ def cached_chat(
             yield ChunkStream(recorder.tee(live), from_cache=False)
             failed = False
     finally:
-        if recorder.chunks and (recorder.finished or not failed):
-            run.store.store(key, occurrence, recorder.record(), model=model_of(body))
+        record = recorder.record()
+        if recorder.chunks and (recorder.finished or not failed) and not holds_secret(record):
+            run.store.store(key, occurrence, record, model=model_of(body))
         else:
             run.release(key, occurrence)
 

@@ -19,10 +19,10 @@ import pytest
 from guidance import assistant, gen, select, user
 from guidance import json as guidance_json
 
-from guidance_deepinfra import ConstraintError, ProtocolError, option_probs
+from guidance_deepinfra import ConstraintError, ProtocolError, extract, option_probs
 from guidance_deepinfra.cache.store import ENV_VARIABLE, default_path
 from guidance_deepinfra.cli import main
-from guidance_deepinfra.testing import Reply
+from guidance_deepinfra.testing import FakeDeepInfra, Reply
 
 CACHE_KEY = "sk-test-cache-0123456789-SECRET"
 SIMPLE = {"type": "object", "properties": {"x": {"type": "integer"}}, "required": ["x"]}
@@ -203,6 +203,22 @@ def test_neither_the_key_nor_any_header_is_in_the_file(fake, make_model, tmp_pat
     assert b"Blue." in b"".join(stored_answers(path))  # the answer is there, readable
     for secret in (CACHE_KEY.encode(), b"Bearer", b"team-secret-42", b"authorization"):
         assert secret not in contents, secret
+
+
+def test_an_answer_a_server_echoed_the_key_into_is_not_stored(fake, make_model, tmp_path) -> None:
+    path = tmp_path / "c.sqlite3"
+    # The key arrives in 8-character pieces, so no chunk holds it whole: the answer is checked joined.
+    fake.push(Reply.text(f"Your key is {CACHE_KEY}, keep it safe.", chunk_size=8), Reply.text("Blue."))
+    colour(make_model(cache=path, api_key=CACHE_KEY))
+    colour(make_model(cache=path, api_key=CACHE_KEY), temperature=0.5)  # another request: stored
+    stored = stored_answers(path)
+    assert len(stored) == 1 and b"Blue." in stored[0] and b"Your key" not in stored[0]
+    fake.push(Reply.text("Again."))
+    assert colour(make_model(cache=path, api_key=CACHE_KEY))["c"] == "Again." and len(fake.requests) == 3
+    with FakeDeepInfra(lambda body: Reply.text(json.dumps({"name": f"{CACHE_KEY}", "age": 1}))) as echoing:
+        options = dict(model="test/model", api_key=CACHE_KEY, base_url=echoing.base_url, cache=tmp_path / "x.db")
+        extract(["name=A age=1"], {"type": "object"}, **options)  # the fast path: a whole answer
+    assert stored_answers(tmp_path / "x.db") == []
 
 
 def test_a_corrupt_file_gives_one_warning_and_live_calls(fake, make_model, tmp_path) -> None:
