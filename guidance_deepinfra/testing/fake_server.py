@@ -19,6 +19,7 @@ event loop: they must not block (latency is a `Reply`'s ``delay``, not a sleep i
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import socket
 import threading
@@ -38,6 +39,39 @@ COST_PER_TOKEN = 1e-7
 ReasoningShape = Literal["field", "inline", "closing"]
 
 ScriptedToken = tuple[str, float] | tuple[str, float, Mapping[str, float]]
+
+
+@dataclass(frozen=True)
+class _Script:
+    """How a scripted text answer is sent: its pieces, reasoning, usage, timing and ending."""
+
+    finish_reason: str = "stop"
+    pieces: Sequence[str] | None = None
+    chunk_size: int = 8
+    reasoning: str | None = None
+    reasoning_tokens: int = 0
+    prompt_tokens: int = 20
+    completion_tokens: int | None = None
+    cached_tokens: int = 0
+    logprobs: bool = False
+    delay: float = 0.0
+    chunk_delay: float = 0.0
+    model: str = "fake-model"
+    cut: bool = False
+
+    def parts(self, text: str) -> list[str]:
+        """The answer's pieces, one per chunk."""
+        if self.pieces is not None:
+            return list(self.pieces)
+        return [text[i : i + self.chunk_size] for i in range(0, len(text), self.chunk_size)]
+
+    @property
+    def shape(self) -> tuple[str, int, str | None, bool, str]:
+        return self.finish_reason, self.chunk_size, self.reasoning, self.logprobs, self.model
+
+    def usage(self, text: str) -> dict[str, Any]:
+        completion = self.completion_tokens if self.completion_tokens is not None else max(1, len(text) // 4)
+        return Reply._usage(self.prompt_tokens, completion, self.cached_tokens, self.reasoning_tokens)
 
 
 @dataclass
@@ -141,9 +175,9 @@ class Reply:
                 completion_tokens=completion_tokens,
                 honour_stop=honour_stop,
             )
-        options: dict[str, Any] = dict(
+        options = _Script(
             finish_reason=finish_reason,
-            pieces=pieces,
+            pieces=tuple(pieces) if pieces is not None else None,
             chunk_size=chunk_size,
             reasoning=reasoning,
             reasoning_tokens=thought,
@@ -165,8 +199,8 @@ class Reply:
             now = cls._text_now if body.get("stream") else cls._completion_now  # absent means not streamed
             if hits:
                 cut_at = min(hits)
-                return now(text[:cut_at], **{**options, "pieces": None, "finish_reason": "stop"})
-            return now(text, **options)
+                return now(text[:cut_at], dataclasses.replace(options, pieces=None, finish_reason="stop"))
+            return now(text, options)
 
         return cls(build=build, headers={"content-type": "text/event-stream"})
 
@@ -193,22 +227,13 @@ class Reply:
                     kept.append((token[0][: min(hits) - position], *token[1:]))  # type: ignore[arg-type]
                     position += len(token[0])
             now = cls._text_now if body.get("stream") else cls._completion_now  # absent means not streamed
-            reply = now(
-                "".join(t[0] for t in kept),
+            script = _Script(
                 finish_reason=finish,
-                pieces=[t[0] for t in kept],
-                chunk_size=8,
-                reasoning=None,
-                reasoning_tokens=0,
+                pieces=tuple(t[0] for t in kept),
                 prompt_tokens=prompt_tokens,
                 completion_tokens=completion_tokens if completion_tokens is not None else len(kept),
-                cached_tokens=0,
-                logprobs=False,
-                delay=0.0,
-                chunk_delay=0.0,
-                model="fake-model",
-                cut=False,
             )
+            reply = now("".join(t[0] for t in kept), script)
             if not body.get("logprobs"):
                 return reply
             width = int(body.get("top_logprobs") or 0)
@@ -224,27 +249,8 @@ class Reply:
         return cls(build=build, headers={"content-type": "text/event-stream"})
 
     @classmethod
-    def _text_now(
-        cls,
-        text: str,
-        *,
-        finish_reason: str,
-        pieces: Iterable[str] | None,
-        chunk_size: int,
-        reasoning: str | None,
-        reasoning_tokens: int,
-        prompt_tokens: int,
-        completion_tokens: int | None,
-        cached_tokens: int,
-        logprobs: bool,
-        delay: float,
-        chunk_delay: float,
-        model: str,
-        cut: bool,
-    ) -> Reply:
-        parts = (
-            list(pieces) if pieces is not None else [text[i : i + chunk_size] for i in range(0, len(text), chunk_size)]
-        )
+    def _text_now(cls, text: str, script: _Script) -> Reply:
+        parts, (finish_reason, chunk_size, reasoning, logprobs, model) = script.parts(text), script.shape
         created = 1764000000
         base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": created, "model": model}
         events: list[dict[str, Any]] = []
@@ -275,52 +281,32 @@ class Reply:
                     "content": [{"token": part, "logprob": -0.1, "bytes": list(part.encode()), "top_logprobs": []}]
                 }
             events.append({**base, "choices": [choice]})
-        completion = completion_tokens if completion_tokens is not None else max(1, len(text) // 4)
         events.append(
             {
                 **base,
                 "choices": [{"index": 0, "delta": {}, "finish_reason": finish_reason}],
-                "usage": cls._usage(prompt_tokens, completion, cached_tokens, reasoning_tokens),
+                "usage": script.usage(text),
             }
         )
         framed = [b"data: " + json.dumps(e).encode() + b"\n\n" for e in events]
-        if not cut:
+        if not script.cut:
             framed.append(b"data: [DONE]\n\n")
         return cls(
             events=framed,
-            delay=delay,
-            chunk_delay=chunk_delay,
-            cut=cut,
+            delay=script.delay,
+            chunk_delay=script.chunk_delay,
+            cut=script.cut,
             headers={"content-type": "text/event-stream"},
         )
 
     @classmethod
-    def _completion_now(
-        cls,
-        text: str,
-        *,
-        finish_reason: str,
-        pieces: Iterable[str] | None,
-        chunk_size: int,
-        reasoning: str | None,
-        reasoning_tokens: int,
-        prompt_tokens: int,
-        completion_tokens: int | None,
-        cached_tokens: int,
-        logprobs: bool,
-        delay: float,
-        chunk_delay: float,
-        model: str,
-        cut: bool,
-    ) -> Reply:
+    def _completion_now(cls, text: str, script: _Script) -> Reply:
         """The same answer as one ``chat.completion`` body, for a request that does not ask for a stream.
 
         A streamed answer's chunk delays add up to the time before this one is sent; `cut` drops the
         connection halfway through the body.
         """
-        parts = (
-            list(pieces) if pieces is not None else [text[i : i + chunk_size] for i in range(0, len(text), chunk_size)]
-        )
+        parts, (finish_reason, _, reasoning, logprobs, model) = script.parts(text), script.shape
         message: dict[str, Any] = {"role": "assistant", "content": text}
         if reasoning:
             message["reasoning_content"] = reasoning
@@ -329,20 +315,19 @@ class Reply:
             choice["logprobs"] = {
                 "content": [{"token": p, "logprob": -0.1, "bytes": list(p.encode()), "top_logprobs": []} for p in parts]
             }
-        completion = completion_tokens if completion_tokens is not None else max(1, len(text) // 4)
         answer = {
             "id": "chatcmpl-fake",
             "object": "chat.completion",
             "created": 1764000000,
             "model": model,
             "choices": [choice],
-            "usage": cls._usage(prompt_tokens, completion, cached_tokens, reasoning_tokens),
+            "usage": script.usage(text),
         }
         return cls(
             body=json.dumps(answer).encode(),
             headers={"content-type": "application/json"},
-            delay=delay + chunk_delay * (len(parts) + 2),
-            cut=cut,
+            delay=script.delay + script.chunk_delay * (len(parts) + 2),
+            cut=script.cut,
         )
 
     @classmethod
