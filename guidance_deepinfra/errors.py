@@ -109,7 +109,11 @@ class DeepInfraError(Exception):
         self.model = model
 
     def __str__(self) -> str:
-        parts = [self.message]
+        return self.render(self.message)
+
+    def render(self, message: str) -> str:
+        """`message` as this error shows its own: with its status and model."""
+        parts = [message]
         if self.status is not None:
             parts.append(f"(HTTP {self.status})")
         if self.model:
@@ -172,12 +176,34 @@ class ProtocolError(DeepInfraError):
     """The server answered something that is not a valid chat completion (garbage, bad SSE, empty choices)."""
 
 
-class RequestTimeoutError(DeepInfraError):
+class _Counted(DeepInfraError):
+    """An error that outlived several attempts: the message ends with their count (`attempts`), and
+    `uncounted()` says the same without it, for a message that counts something else (a batch's requeues)."""
+
+    def __init__(self, message: str, *, attempts: int | None = None, **kwargs: Any) -> None:
+        super().__init__(message if attempts is None else f"{message} after {attempts} attempts", **kwargs)
+        self.detail = redact(message)
+        self.attempts = attempts
+
+    def uncounted(self) -> str:
+        return self.render(self.detail)
+
+
+class RequestTimeoutError(_Counted):
     """The request or the stream did not complete within the configured timeout (after retries)."""
 
 
-class ConnectionFailedError(DeepInfraError):
-    """The server could not be reached (after retries)."""
+class ConnectionFailedError(_Counted):
+    """The server could not be reached (after retries).
+
+    `reason` says why no connection could be made at all (refused, a host name that does not resolve, TLS,
+    a proxy), in words; it is None when a connection was made and then broke. `base_url` is the endpoint.
+    """
+
+    def __init__(self, message: str, *, base_url: str | None = None, reason: str | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.base_url = base_url
+        self.reason = reason
 
 
 class OutputWriteError(DeepInfraError, OSError):

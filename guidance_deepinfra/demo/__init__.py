@@ -5,7 +5,8 @@ live when ``DEEPINFRA_API_KEY`` is set and otherwise replays the cassettes in ``
 The cassettes in the repository are synthesized: each scenario's replies are scripted here (``synthetic=``)
 and served in DeepInfra's wire format by the loopback fake server, with the fake server's fixed price per
 token as their cost. ``--record`` re-records them live and ``--synthesize`` rebuilds them from the scripts;
-``cassettes/provenance.json`` says which each one is, and the demo prints it for every scenario.
+``cassettes/provenance.json`` says which each one is; the demo explains each kind once and names each
+scenario's own.
 """
 
 from __future__ import annotations
@@ -152,6 +153,31 @@ def source_line(mode: str, sc: Scenario, cassette_dir: Path) -> str:
     return _provenance.describe(entry)
 
 
+def source_lines(mode: str, scenarios: list[Scenario], cassette_dir: Path) -> tuple[list[str], list[str | None]]:
+    """The sentences said once above every scenario, and each scenario's own short source (None: as above).
+
+    Replaying, each kind of cassette is explained once (`provenance.explain`) and each scenario names its
+    own (`provenance.tag`: synthesized on a date, or recorded live on a date with a model); in the other
+    modes every scenario's source is the same sentence, said once.
+    """
+    if mode != "replay":
+        lines = list(dict.fromkeys(source_line(mode, sc, cassette_dir) for sc in scenarios))
+        return lines, [None] * len(scenarios)
+    entries = _provenance.read(cassette_dir)
+    said: list[str] = []
+    tags: list[str | None] = []
+    for sc in scenarios:
+        entry = entries.get(sc.name)
+        if entry is None:
+            tags.append(source_line(mode, sc, cassette_dir))
+            continue
+        sentence = _provenance.explain(entry)
+        if sentence not in said:
+            said.append(sentence)
+        tags.append(_provenance.tag(entry))
+    return said, tags
+
+
 def run_demo(
     mode: str | None = None,
     names: list[str] | None = None,
@@ -175,11 +201,15 @@ def run_demo(
         "synthesize": "OFFLINE, synthesizing cassettes from scripted replies with the loopback fake server",
     }[chosen]
     print(f"guidance-deepinfra demo: {where}")
+    said, tags = source_lines(chosen, [SCENARIOS[name] for name in chosen_names], directory)
+    for sentence in said:
+        print(f"source: {sentence}")
     failures = 0
-    for name in chosen_names:
+    for name, tag in zip(chosen_names, tags, strict=True):
         sc = SCENARIOS[name]
         print(f"\n== {sc.name}: {sc.description}")
-        print(f"   source: {source_line(chosen, sc, directory)}")
+        if tag is not None:
+            print(f"   source: {tag}")
         try:
             result = run_scenario(sc, chosen, directory, overwrite_provenance=overwrite_provenance)
         except Exception as exc:  # noqa: BLE001 - the demo reports and goes on

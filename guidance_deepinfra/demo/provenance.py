@@ -90,6 +90,27 @@ def describe(entry: dict[str, Any]) -> str:
     raise ConfigurationError(f"unknown cassette source {source!r}; expected {SYNTHESIZED!r} or {LIVE!r}")
 
 
+def tag(entry: dict[str, Any]) -> str:
+    """The few words one scenario's line says about its cassette, beside `explain`'s sentence said once."""
+    source = entry.get("source")
+    if source == LIVE:
+        return f"recorded live on {entry['date']} with {entry['model']} (plugin {entry['plugin_version']})"
+    if source == SYNTHESIZED:
+        return f"synthesized on {entry['date']}"
+    raise ConfigurationError(f"unknown cassette source {source!r}; expected {SYNTHESIZED!r} or {LIVE!r}")
+
+
+def explain(entry: dict[str, Any]) -> str:
+    """What every cassette of `entry`'s kind (and scripts and price) means, said once for all of them."""
+    if entry.get("source") == LIVE:
+        return "replies marked recorded live came from DeepInfra; their costs are its own usage.estimated_cost"
+    return (
+        f"replies marked synthesized were scripted in {entry['replies']} and served in DeepInfra's wire format "
+        "by the loopback fake server, so no DeepInfra model wrote them; costs shown with them come from the "
+        f"fake server's fixed price of ${_price(float(entry['price_per_token_usd']))} per token"
+    )
+
+
 def check_replaceable(directory: Path, names: list[str], new_source: str, *, allowed: bool) -> None:
     """Refuse, before anything is sent, to replace a cassette whose entry is of another kind.
 

@@ -487,7 +487,8 @@ async def aextract(
         JSONL files. Each finished result is appended to `output` (``{"id", "result", "estimated_cost"}``)
         and fsynced before it counts as done; a rerun with the same `output` skips the ids already there and
         returns their stored results. `errors` receives one record per failed input for this run (it is
-        emptied first: every input without a result is tried again on the next run).
+        emptied first: every input without a result is tried again on the next run; it is removed when the
+        run has no failure, and an `output` the run created is removed when no record was written to it).
     fast:
         True (default): send each input's requests directly, not streamed (a fraction of a millisecond of
         CPU per input). False: run each input as a guidance program on a worker thread (streamed, through
@@ -509,7 +510,9 @@ async def aextract(
 
     Returns an `ExtractionResults` list: per input, its value or an `ExtractionFailure`. Errors no input
     can fix (wrong key, unknown model, a model without JSON output, an invalid schema) stop the batch and are
-    raised; records already written stay.
+    raised; records already written stay. So is a `ConnectionFailedError` when the endpoint cannot be
+    reached at all before any answer came (or for twice `concurrency` input runs in a row later): the inputs
+    it stops are not marked failed (see `extraction.breaker`).
     """
     return await arun_extraction(
         items_from(inputs),

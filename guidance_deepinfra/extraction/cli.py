@@ -241,22 +241,19 @@ def run(args: argparse.Namespace) -> int:
         bar.close()
         print(f"extract: stopped: {exc}", file=sys.stderr)
         print(
-            f"extract: finished records are kept in {args.output}; free space (or fix the error above) and rerun "
-            "the same command to resume",
+            f"extract: {_kept(args.output)}free space (or fix the error above) and rerun the same command to resume",
             file=sys.stderr,
         )
         return EXIT_WRITE_FAILED
     except DeepInfraError as exc:
         bar.close()
         print(f"extract: stopped: {type(exc).__name__}: {exc}", file=sys.stderr)
-        print(f"extract: finished records are kept in {args.output}; rerun to resume", file=sys.stderr)
+        if _kept(args.output):
+            print(f"extract: {_kept(args.output)}rerun to resume", file=sys.stderr)
         return EXIT_REFUSED
     except KeyboardInterrupt:
         bar.close()
-        print(
-            f"\nextract: interrupted; finished records are kept in {args.output}; rerun to resume",
-            file=sys.stderr,
-        )
+        print(f"\nextract: interrupted; {_kept(args.output)}rerun to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
     bar.close()
     summary = (
@@ -278,6 +275,16 @@ def run(args: argparse.Namespace) -> int:
     if results.failed:
         print(f"extract: failures are listed in {errors_path}", file=sys.stderr)
     return EXIT_SOME_FAILED if results.failed else EXIT_DONE
+
+
+def _kept(output: Path) -> str:
+    """The words saying that finished records are kept, when `output` holds some (else nothing: a run that
+    wrote no record leaves no file, and a message must not point to one)."""
+    try:
+        held = output.stat().st_size > 0
+    except OSError:
+        held = False
+    return f"finished records are kept in {output}; " if held else ""
 
 
 def check_paths(input_path: Path, output: Path, errors: Path) -> None:

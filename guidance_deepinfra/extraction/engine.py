@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..transport.client import RetryPolicy
+from .breaker import Breaker
 from .inputs import Item
 from .limiter import AdaptiveLimiter
 from .records import RecordLog
@@ -70,6 +71,10 @@ class Retry:
     cost: float = 0.0
     rate_limited: bool = False
     pause: float = 0.0
+    #: The error itself (`breaker.Breaker` reads whether the endpoint could be reached at all), and its
+    #: message without the count of the transport's attempts, for the record of an input that gives up.
+    error: BaseException | None = None
+    uncounted: str | None = None
 
 
 Outcome = Done | Failed | Retry
@@ -224,6 +229,7 @@ class Batch:
         self.counts = counts or Counts()
         self.on_progress = on_progress
         self.fatal: BaseException | None = None
+        self.breaker = Breaker(streak=2 * limiter.ceiling)
         self.stopped = False
         self._running: set[asyncio.Future[None]] = set()  # workers, reruns and record writes
         self._stop_event: asyncio.Event | None = None
@@ -340,14 +346,23 @@ class Batch:
                 outcome = await self.task(item, slot)
             finally:
                 slot.release(answered=isinstance(outcome, Done))
+            unreachable = self.breaker.trip(outcome.error if isinstance(outcome, Retry) else None)
+            if unreachable is not None:
+                self._fail(unreachable)
             if isinstance(outcome, Retry):
                 with self.counts.lock:
                     self.counts.estimated_cost += outcome.cost
+                if self.stopped:
+                    return  # the batch is stopping: the input is left for a rerun, not marked failed
                 if runs <= self.max_requeues:
                     self._requeue(runs, outcome)
                     self._spawn(self._run_again(index, item, outcome, runs))
                     return
-                outcome = Failed(outcome.error_type, f"{outcome.message} (gave up after {runs} tries)", 0.0)
+                if runs > 1:  # one count per message: the input's runs, not the transport's attempts in each
+                    message = f"{outcome.uncounted or outcome.message}; this input was tried {runs} times"
+                else:
+                    message = outcome.message
+                outcome = Failed(outcome.error_type, message, 0.0)
             self._record(index, item, outcome, runs)
         except asyncio.CancelledError:
             raise

@@ -203,7 +203,8 @@ def outcome_of_error(exc: BaseException, cost: float) -> Outcome:
         pause = getattr(exc, "retry_after", None) or 0.0  # set by the fast path's transport
         return Retry(type(exc).__name__, str(exc), cost, rate_limited=True, pause=pause)
     if isinstance(exc, TRANSIENT_ERRORS):
-        return Retry(type(exc).__name__, str(exc), cost)
+        uncounted = exc.uncounted() if isinstance(exc, (ConnectionFailedError, RequestTimeoutError)) else None
+        return Retry(type(exc).__name__, str(exc), cost, error=exc, uncounted=uncounted)
     if isinstance(exc, ConstraintError):
         return Failed(type(exc).__name__, _short(str(exc)), cost)
     if isinstance(exc, DeepInfraError):

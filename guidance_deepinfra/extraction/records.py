@@ -78,9 +78,12 @@ def read_records(path: str | Path) -> Iterator[dict[str, Any]]:
 class RecordLog:
     """An open record file: `append` one dict per finished record (durable on return)."""
 
-    def __init__(self, path: Path, fd: int) -> None:
+    def __init__(self, path: Path, fd: int, *, created: bool = False) -> None:
         self.path = path
         self._fd = fd
+        #: The file is this run's own (it did not exist, or it is a fresh errors file): closed with no
+        #: record written, it is removed, so a run leaves no empty file behind.
+        self._created = created
         self._lock = threading.Lock()
         self.written = 0
         #: Byte length of the file up to the end of its last complete record.
@@ -98,6 +101,7 @@ class RecordLog:
             raise ConfigurationError(f"the directory of {str(path)!r} does not exist")
         if path.is_dir():
             raise ConfigurationError(f"{str(path)!r} is a directory; records go to a file")
+        existed = path.exists()
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
         except OSError as exc:
@@ -108,6 +112,8 @@ class RecordLog:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
                     raise ConfigurationError(f"{str(path)!r} is being written by another run") from None
+                if not _still_at(fd, path):  # an empty file its run removed as this one opened it
+                    raise ConfigurationError(f"{str(path)!r} is being written by another run")
             if fresh:
                 os.ftruncate(fd, 0)
                 recovered = Recovered()
@@ -126,7 +132,7 @@ class RecordLog:
         except BaseException:
             os.close(fd)
             raise
-        return cls(path, fd), recovered
+        return cls(path, fd, created=fresh or not existed), recovered
 
     def append(self, record: dict[str, Any]) -> None:
         self.append_many([record])
@@ -174,6 +180,11 @@ class RecordLog:
     def close(self) -> None:
         with self._lock:
             if self._fd >= 0:
+                if self._created and self._size == 0:
+                    try:  # removed while the lock is held, so no other run is writing to it
+                        os.unlink(self.path)
+                    except OSError:
+                        pass
                 os.close(self._fd)  # also releases the lock
                 self._fd = -1
 
@@ -182,6 +193,15 @@ class RecordLog:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _still_at(fd: int, path: Path) -> bool:
+    """Whether the file open as `fd` is still the one at `path` (not one removed meanwhile)."""
+    try:
+        here, opened = os.stat(path), os.fstat(fd)
+    except OSError:
+        return False
+    return (here.st_dev, here.st_ino) == (opened.st_dev, opened.st_ino)
 
 
 def _line(record: dict[str, Any]) -> bytes:

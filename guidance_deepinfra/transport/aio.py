@@ -277,7 +277,7 @@ class AsyncTransport:
             except (aiohttp.ClientConnectionError, OSError) as exc:
                 delay = retry_wait(self.retry, attempt, None, None)
                 if delay is None:
-                    raise connection_error(self.base_url, attempt + 1, type(exc).__name__, model) from None
+                    raise connection_error(self.base_url, attempt + 1, exc, model) from None
             except aiohttp.ClientError as exc:  # an answer that is not HTTP aiohttp can read
                 raise ProtocolError(f"unreadable answer: {type(exc).__name__}", model=model) from None
             else:

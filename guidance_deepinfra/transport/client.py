@@ -59,6 +59,7 @@ from .limits import (
     too_large_error,
 )
 from .proxy import proxy_for
+from .reach import never_connected
 from .wire import error_from_status, parse_error_body
 
 logger = logging.getLogger("guidance_deepinfra")
@@ -587,8 +588,7 @@ class Transport:
             except _TRANSPORT_ERRORS as exc:
                 wait = retry_wait(self.retry, attempt, None, None)
                 if wait is None:
-                    cause = exc.__cause__ if isinstance(exc, openai.APIConnectionError) else exc
-                    raise connection_error(self.base_url, attempt + 1, type(cause).__name__, model) from None
+                    raise connection_error(self.base_url, attempt + 1, exc, model) from None
                 error = None
             logger.info(
                 "DeepInfra request failed (%s); retry %d/%d in %.2fs",
@@ -677,12 +677,23 @@ def retry_wait(policy: RetryPolicy, attempt: int, error: APIError | None, retry_
 
 def timeout_error(attempts: int, model: str | None) -> RequestTimeoutError:
     """The error for a request that timed out on every attempt."""
-    return RequestTimeoutError(f"DeepInfra did not answer in time after {attempts} attempts", model=model)
+    return RequestTimeoutError("DeepInfra did not answer in time", attempts=attempts, model=model)
 
 
-def connection_error(base_url: str, attempts: int, cause: str, model: str | None) -> ConnectionFailedError:
-    """The error for a server that could not be reached on any attempt (`cause` names the exception type)."""
-    return ConnectionFailedError(f"could not reach {base_url} after {attempts} attempts: {cause}", model=model)
+def connection_error(base_url: str, attempts: int, exc: BaseException, model: str | None) -> ConnectionFailedError:
+    """The error for a server that could not be reached on any attempt, from the last attempt's exception.
+
+    When no connection could be made at all (`reach.never_connected`) it says why and what to check;
+    otherwise (a connection that broke) it names the exception's type.
+    """
+    url = display_url(base_url)
+    reason = never_connected(exc)
+    if reason is None:
+        cause = exc.__cause__ if isinstance(exc, openai.APIConnectionError) and exc.__cause__ else exc
+        detail = f"could not reach {url}: {type(cause).__name__}"
+    else:
+        detail = f"could not connect to {url}: {reason}"
+    return ConnectionFailedError(detail, attempts=attempts, base_url=url, reason=reason, model=model)
 
 
 def _body_start(response: Any, timeout: float | None = None) -> str:

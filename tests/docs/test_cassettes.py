@@ -10,7 +10,7 @@ import pytest
 
 from guidance_deepinfra import __version__
 from guidance_deepinfra.demo import SCENARIOS, run_scenario
-from guidance_deepinfra.demo.provenance import describe, today
+from guidance_deepinfra.demo.provenance import explain, tag, today
 from guidance_deepinfra.testing import FakeDeepInfra
 from guidance_deepinfra.testing.fake_server import COST_PER_TOKEN
 
@@ -65,14 +65,15 @@ def test_demo_command_replays_offline_without_a_key(capsys: pytest.CaptureFixtur
     assert "OFFLINE, replaying the cassettes in cassettes/" in out
     assert f"{len(SCENARIOS)} passed, 0 failed" in out
     provenance = json.loads((CASSETTES / "provenance.json").read_text())
-    for name, entry in provenance.items():
-        assert f"== {name}: {SCENARIOS[name].description}\n   source: {describe(entry)}\n" in out
+    for name, entry in provenance.items():  # each scenario names its own cassette's source, in a few words
+        assert f"== {name}: {SCENARIOS[name].description}\n   source: {tag(entry)}\n" in out
+    for sentence in {explain(entry) for entry in provenance.values()}:  # and what each kind means, once
+        assert out.count(sentence) == 1 and out.index(sentence) < out.index("\n== ")
     if all(entry["source"] == "synthesized" for entry in provenance.values()):
         assert "recorded" not in out.lower(), "synthesized replies are never called recorded"
-        assert out.count("replies synthesized on ") == len(SCENARIOS)
-        assert out.count("costs shown come from the fake server's fixed price of $0.0000001 per token") == len(
-            SCENARIOS
-        )
+        assert out.count("   source: synthesized on ") == len(SCENARIOS)
+        assert out.count("costs shown with them come from the fake server's fixed price of $0.0000001 per token") == 1
+        assert "so no DeepInfra model wrote them" in out
 
 
 def copy_cassettes(tmp_path: Path) -> Path:
@@ -96,11 +97,13 @@ def test_demo_wording_follows_a_live_provenance(tmp_path: Path, capsys: pytest.C
     set_entry(directory, "prefill_stop", live)
     assert main(["demo", "--replay", "--cassettes", str(directory), "prefill_stop", "multi_turn"]) == 0
     out = capsys.readouterr().out
-    prefill, multi = out.split("== multi_turn")
-    assert "recorded live on 2026-12-01 with org/Recorded-Model (plugin 9.9)" in prefill
-    assert "DeepInfra's own usage.estimated_cost" in prefill
+    head, scenarios = out.split("\n== prefill_stop")
+    prefill, multi = scenarios.split("== multi_turn")
+    assert "marked recorded live came from DeepInfra; their costs are its own usage.estimated_cost" in head
+    assert "marked synthesized were scripted" in head and "fixed price" in head
+    assert "source: recorded live on 2026-12-01 with org/Recorded-Model (plugin 9.9)" in prefill
     assert "synthesized" not in prefill and "fixed price" not in prefill
-    assert "replies synthesized on 2026-11-25" in multi and "recorded" not in multi
+    assert "source: synthesized on 2026-11-25" in multi and "recorded" not in multi
 
 
 def test_record_refuses_to_replace_a_synthesized_cassette_silently(

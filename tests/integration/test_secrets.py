@@ -426,7 +426,7 @@ def test_the_extract_command_never_writes_or_prints_an_echoed_key(
     errors = (tmp_path / "a.errors.jsonl").read_text(encoding="utf-8")
     assert errors.count("InvalidParameterError") == 6 and "[redacted]" in errors
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
-    assert len(written) >= 5
+    assert len(written) >= 3  # the schema, the inputs, a's errors (runs that wrote no record leave no file)
     for path in written:
         _assert_clean(path.read_text(encoding="utf-8", errors="replace"), str(path))
 
