@@ -10,6 +10,23 @@ from pathlib import Path
 # subcommand's, answers without importing guidance, openai, jsonschema, llguidance, aiohttp or pydantic
 # (tests/integration/test_startup.py checks it). Each subcommand's own code is imported in `main`.
 
+#: One example per subcommand, shown at the end of its --help.
+EXAMPLES = {
+    "demo": "guidance-deepinfra demo prefill_stop json_object   # offline without DEEPINFRA_API_KEY",
+    "probe": "guidance-deepinfra probe meta-llama/Llama-3.3-70B-Instruct-Turbo --output probes/llama.json",
+    "extract": "guidance-deepinfra extract --schema person.json --input people.jsonl --output people.out.jsonl",
+    "cache": "guidance-deepinfra cache clear --older-than 7d",
+}
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, except that an example keeps its line as written instead of being rewrapped."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("example:"):
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="guidance-deepinfra", description=__doc__)
@@ -48,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .cache.cli import add_parser as add_cache_parser
 
     add_cache_parser(sub)
+    for name, command in sub.choices.items():
+        command.formatter_class = _HelpFormatter
+        command.epilog = f"example:\n  {EXAMPLES[name]}"
     return parser
 
 

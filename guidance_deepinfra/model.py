@@ -277,6 +277,14 @@ class DeepInfra(Model):
         return list(self._state.finish_reasons)
 
     @property
+    def last_requests(self) -> list[dict[str, Any]]:
+        """The last requests this model's transport sent (up to 20, oldest first, every copy of the model and
+        extract's fast path included): each ``{"body": ..., "answer": ..., "finish_reason": ...}`` as sent and
+        received, with ``"reasoning"``, ``"error"`` or ``"from_cache"`` where they apply. The key is in no
+        body (it is sent in a header, which is not kept); a key echoed in an answer is shown masked."""
+        return self.transport.exchanges.last()
+
+    @property
     def transport(self) -> Transport:
         """The HTTP transport (retry policy and request counters) shared by this model's states."""
         return self._interpreter.transport  # type: ignore[attr-defined,no-any-return]

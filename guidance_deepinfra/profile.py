@@ -120,6 +120,11 @@ class ProfileRegistry:
                 return self._declared[model]
             return self._learned.get((base_url, model), ModelProfile())
 
+    def known_models(self) -> list[str]:
+        """Every model name this registry holds a profile for, declared or learned (a 404's suggestions)."""
+        with self._lock:
+            return list(dict.fromkeys([*self._declared, *(model for _, model in self._learned)]))
+
     def declare(self, model: str, profile: ModelProfile) -> None:
         """Fix a model's capabilities for the whole process; nothing is learned for it afterwards."""
         with self._lock:
@@ -199,6 +204,24 @@ def profile_field_for(feature: str, request_format: str | None = None) -> str | 
 
 
 PROFILES = ProfileRegistry()
+
+#: Model names the package itself uses (its default model and the demo's reasoning model); with the models
+#: the registry knows, the names a 404 for a mistyped model is compared with. DeepInfra's own model list is
+#: not fetched for that: an error message sends nothing.
+NAMED_MODELS = ("meta-llama/Llama-3.3-70B-Instruct-Turbo", "deepseek-ai/DeepSeek-R1-0528")
+
+
+def closest_models(model: str, registry: ProfileRegistry | None = None) -> list[str]:
+    """Up to three known model names close to `model` (a typo, a wrong case, a missing organisation)."""
+    import difflib
+
+    known = [*(registry or PROFILES).known_models(), *NAMED_MODELS]
+    by_lower = {name.lower(): name for name in reversed(known) if name != model}
+    wanted = model.lower()
+    tails = {name.rsplit("/", 1)[-1]: name for name in by_lower}  # "Llama-3.3..." given without "meta-llama/"
+    found = difflib.get_close_matches(wanted, list(by_lower), n=3, cutoff=0.75)
+    found += [tails[t] for t in difflib.get_close_matches(wanted, list(tails), n=3, cutoff=0.75)]
+    return [by_lower[name] for name in dict.fromkeys(found)][:3]
 
 
 def declare_profile(model: str, profile: ModelProfile) -> None:

@@ -36,7 +36,10 @@ def add_parser(sub: Any) -> None:
     actions.add_parser("info", help="the number of stored answers, their size and age")
     clear = actions.add_parser("clear", help="delete stored answers")
     clear.add_argument(
-        "--older-than", type=duration, default=None, help="only answers stored longer ago than this (30m, 12h, 7d)"
+        "--older-than",
+        type=duration,
+        default=None,
+        help="only answers stored longer ago than this (30m, 12h, 7d; default: every answer)",
     )
 
 

@@ -51,21 +51,39 @@ def add_parser(sub: Any) -> None:
         "--concurrency",
         type=int,
         default=DEFAULT_CONCURRENCY,
-        help=f"most requests in flight, 1..{DEEPINFRA_MAX_CONCURRENCY}; halved on 429 (default: %(default)s)",
+        help=(
+            f"most requests in flight, 1..{DEEPINFRA_MAX_CONCURRENCY}: each 429 narrows the window by one slot (by "
+            "at most half per round of 429s) and each answer widens it by a quarter slot, up to this "
+            "(default: %(default)s)"
+        ),
     )
-    parser.add_argument("--max-attempts", type=int, default=3, help="requests per input for a valid answer")
-    parser.add_argument("--max-requeues", type=int, default=8, help="requeues of an input after 429/5xx/timeouts")
+    parser.add_argument(
+        "--max-attempts", type=int, default=3, help="requests per input for a valid answer (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--max-requeues", type=int, default=8, help="requeues of an input after 429/5xx/timeouts (default: %(default)s)"
+    )
     parser.add_argument("--instructions", default=None, help="system message (default: a short extraction brief)")
-    parser.add_argument("--instructions-file", type=Path, default=None, help="read the system message from a file")
+    parser.add_argument(
+        "--instructions-file",
+        type=Path,
+        default=None,
+        help="read the system message from a file (default: --instructions)",
+    )
     parser.add_argument("--id-field", default="id", help="JSONL key / CSV column holding the id (default: id)")
-    parser.add_argument("--text-field", default="text", help="JSONL key / CSV column holding the text")
-    parser.add_argument("--max-tokens", type=int, default=None, help="token bound of each answer")
-    parser.add_argument("--temperature", type=float, default=None, help="sampling temperature")
+    parser.add_argument("--text-field", default="text", help="JSONL key / CSV column holding the text (default: text)")
+    parser.add_argument(
+        "--max-tokens", type=int, default=None, help="token bound of each answer (default: none sent, the model's own)"
+    )
+    parser.add_argument(
+        "--temperature", type=float, default=None, help="sampling temperature (default: none sent, the model's own)"
+    )
     parser.add_argument(
         "--shard",
         default=None,
         metavar="K/N",
-        help="process only the inputs whose id hashes to shard K of N (run N processes, each with its own --output)",
+        help="process only the inputs whose id hashes to shard K of N (run N processes, each with its own --output; "
+        "default: every input)",
     )
     parser.add_argument(
         "--confidence",
@@ -78,7 +96,8 @@ def add_parser(sub: Any) -> None:
         type=Path,
         default=None,
         metavar="PATH",
-        help="answer requests sent before from this request cache file, and record new answers into it",
+        help="answer requests sent before from this request cache file, and record new answers into it (default: "
+        "no cache, or GUIDANCE_DEEPINFRA_CACHE)",
     )
     parser.add_argument(
         "--dry-run",
@@ -90,14 +109,16 @@ def add_parser(sub: Any) -> None:
         type=_price,
         default=None,
         metavar="IN,OUT",
-        help="USD per million prompt and answer tokens, for --dry-run's cost estimate (from the model's page)",
+        help="USD per million prompt and answer tokens, for --dry-run's cost estimate (from the model's page; "
+        "default: no cost shown)",
     )
     parser.add_argument(
         "--max-cost",
         type=float,
         default=None,
         metavar="USD",
-        help="start no new input once DeepInfra's reported estimated_cost of this run reaches USD; rerun to resume",
+        help="start no new input once DeepInfra's reported estimated_cost of this run reaches USD; rerun to resume "
+        "(default: no bound)",
     )
 
 

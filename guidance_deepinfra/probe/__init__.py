@@ -280,7 +280,7 @@ def add_parser(sub: Any) -> None:
         "--price-per-million",
         type=float,
         default=DEFAULT_PRICE_PER_MILLION,
-        help="USD per million tokens used for the cost estimate shown before the run",
+        help="USD per million tokens used for the cost estimate shown before the run (default: %(default)s)",
     )
 
 

@@ -50,6 +50,7 @@ from .client import (
     timeout_error,
     unencodable_error,
 )
+from .exchanges import Exchanges
 from .limits import (
     ACCEPT_ENCODING,
     ANSWER_LIMIT,
@@ -143,6 +144,7 @@ class AsyncTransport:
         observers: Observers | None = None,
         connections: int = 256,
         cache: CacheRun | None = None,
+        exchanges: Exchanges | None = None,
     ) -> None:
         url = urlparse(check_base_url(base_url))
         host = f"[{url.hostname}]" if url.hostname and ":" in url.hostname else url.hostname
@@ -170,6 +172,8 @@ class AsyncTransport:
         self.pacer = Pacer()
         #: The request cache (`transport.cached`): one run per batch, so a batch rerun replays from the first.
         self.cache = cache
+        #: The last requests and answers: the model transport's own when built from it (`exchanges`).
+        self.exchanges = exchanges if exchanges is not None else Exchanges()
 
     @classmethod
     def beside(cls, transport: Transport, *, connections: int = 256) -> AsyncTransport:
@@ -186,6 +190,7 @@ class AsyncTransport:
             observers=transport.observers,
             connections=connections,
             cache=_batch_run(transport.cache),
+            exchanges=transport.exchanges,
         )
 
     def __repr__(self) -> str:
@@ -222,10 +227,17 @@ class AsyncTransport:
         batch gives its request slot back while waiting). Every error of ours leaves detached from the
         exception it was raised while handling (see `client.detached`).
         """
+        exchange = self.exchanges.begin(body)
         try:
-            return await self._complete(body, model=model, on_rate_limited=on_rate_limited, wait=wait)
+            answer = await self._complete(body, model=model, on_rate_limited=on_rate_limited, wait=wait)
         except DeepInfraError as exc:
+            exchange.error = f"{type(exc).__name__}: {exc}"
             raise detached(exc)  # noqa: B904 - the same error, minus aiohttp's exception behind it
+        exchange.answer.append(answer.text)
+        if answer.reasoning:
+            exchange.reasoning.append(answer.reasoning)
+        exchange.finish_reason, exchange.from_cache = answer.finish_reason, answer.from_cache
+        return answer
 
     async def _complete(
         self,

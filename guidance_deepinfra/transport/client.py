@@ -47,6 +47,7 @@ from .cached import ChunkStream, StreamRecorder, holds_secret, model_of, sse_byt
 from .chunks import QuickChunkStream
 from .deadline import Deadline, network_stream_of, sending
 from .deadline import install as install_deadlines
+from .exchanges import Exchanges
 from .limits import (
     ACCEPT_ENCODING,
     ANSWER_LIMIT,
@@ -479,6 +480,8 @@ class Transport:
         self.cache = cache
         #: Who is told about usage, 429s and retry waits (see `TransportObserver`).
         self.observers = Observers()
+        #: The last requests sent and their answers (`DeepInfra.last_requests`), shared with the fast path.
+        self.exchanges = Exchanges()
         self._lock = threading.Lock()
         #: The bounds given (the extraction fast path applies the same ones).
         self.timeout = timeout
@@ -531,12 +534,18 @@ class Transport:
         error instead, because text has already been handed to the program. With a `cache`, a request
         answered before is replayed from it and a new answer is recorded (`transport.cached`).
         """
-        if self.cache is None:
-            with self._live_chat(body, model=model) as chunks:
-                yield chunks
-        else:
-            with cached_chat(self, body, model=model) as chunks:
-                yield chunks
+        exchange = self.exchanges.begin(body)
+        try:
+            if self.cache is None:
+                with self._live_chat(body, model=model) as chunks:
+                    yield exchange.watch(chunks)
+            else:
+                with cached_chat(self, body, model=model) as chunks:
+                    exchange.from_cache = bool(getattr(chunks, "from_cache", False))
+                    yield ChunkStream(exchange.watch(chunks), from_cache=exchange.from_cache)
+        except DeepInfraError as exc:
+            exchange.error = f"{type(exc).__name__}: {exc}"
+            raise
 
     @contextmanager
     def _live_chat(self, body: dict[str, Any], *, model: str | None) -> Iterator[Iterator[ChatCompletionChunk]]:

@@ -24,6 +24,7 @@ from ..errors import (
     UnsupportedFeatureError,
     redact,
 )
+from ..profile import closest_models
 
 
 @dataclass(frozen=True)
@@ -164,9 +165,17 @@ def error_from_status(status: int, body: Any, *, model: str | None = None) -> AP
     if feature is not None:
         return UnsupportedFeatureError(parsed.message, feature=feature, **kwargs)
     if status == 404 or "model not found" in text or "no such model" in text:
-        return ModelNotFoundError(parsed.message, **kwargs)
+        return ModelNotFoundError(parsed.message + _did_you_mean(model), **kwargs)
     if "context" in text and ("length" in text or "window" in text or "too long" in text or "exceed" in text):
         return ContextLengthError(parsed.message, **kwargs)
     if status == 405:
         return UnsupportedFeatureError(parsed.message, feature=None, **kwargs)
     return InvalidParameterError(parsed.message, **kwargs)
+
+
+def _did_you_mean(model: str | None) -> str:
+    """The closest known model names, as the end of a 404's message (nothing is sent to find them)."""
+    found = closest_models(model) if model else []
+    if not found:
+        return ""
+    return "; did you mean " + " or ".join(repr(name) for name in found) + "?"

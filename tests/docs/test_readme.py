@@ -85,6 +85,8 @@ def test_readme_examples_run(
     assert len(fake.requests) == expected_requests
     out = capsys.readouterr().out
     assert "Paris" in out
+    # The quickstart's last_requests: the prefilled turn as sent, and the answer as it came (stop applied).
+    assert "\n{'role': 'assistant', 'content': 'The capital of France is '}\nParis\n" in out
     # The offline block: its own fake server answered the three requests, the broken json() answer refused.
     assert "Paris {\"age\": 36}\n3 {'role': 'assistant', 'content': 'The capital of France is '}\n" in out
     assert "number='17' total=12.5\nnumber='18' total=3.0\n" in out  # each invoice's own answer, in input order
