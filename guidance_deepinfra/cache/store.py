@@ -1,10 +1,11 @@
 """One SQLite file of DeepInfra answers, safe for many threads and processes at once.
 
 Why SQLite: it is in the standard library, one file holds everything, and in WAL mode readers never wait for
-a writer while writers in several processes (extraction workers, Dask workers on a shared disk, notebooks)
-take turns under a busy timeout. Answers are keyed by `request_key` (the canonical request body and the
-base URL, nothing else: the API key and the headers are never part of a key nor stored) and by the
-occurrence of that request in a run (see `CacheRun`).
+a writer while writers in several processes (extraction workers, notebooks) take turns under a busy
+timeout. WAL shares memory between the processes of one machine: a file on a network filesystem used from
+several hosts is not safe, and each host should have its own. Answers are keyed by `request_key` (the
+canonical request body and the base URL, nothing else: the API key and the headers are never part of a key
+nor stored) and by the occurrence of that request in a run (see `CacheRun`).
 
 A cache must never make a program fail or lose an answer it paid for: a file that cannot be opened or read
 (corrupt, not a database, no permission) gives one warning and every call goes live; a write that fails (a
