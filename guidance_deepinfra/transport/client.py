@@ -701,8 +701,19 @@ def connection_error(base_url: str, attempts: int, exc: BaseException, model: st
         cause = exc.__cause__ if isinstance(exc, openai.APIConnectionError) and exc.__cause__ else exc
         detail = f"could not reach {url}: {type(cause).__name__}"
     else:
+        through = _proxy_of(base_url)
+        if through is not None:  # the connection that failed was the proxy's: say so, and which one
+            reason = f"{reason}, through the proxy {display_url(through)} (from the proxy variables)"
         detail = f"could not connect to {url}: {reason}"
     return ConnectionFailedError(detail, attempts=attempts, base_url=url, reason=reason, model=model)
+
+
+def _proxy_of(base_url: str) -> str | None:
+    """The proxy the environment routes `base_url` through (`proxy.proxy_for`, the transports' one decision)."""
+    try:
+        return proxy_for(base_url, _httpx_module())
+    except Exception:  # noqa: BLE001 - only the wording of an error depends on it
+        return None
 
 
 def _body_start(response: Any, timeout: float | None = None) -> str:

@@ -92,6 +92,20 @@ def test_a_host_name_that_does_not_resolve_is_named_as_such(fast: bool, files: P
     )
 
 
+@pytest.mark.parametrize("fast", FAST)
+def test_a_proxy_that_cannot_be_reached_is_named(fast: bool, closed_port: int, monkeypatch) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{closed_port}")
+    url = "http://api.example.invalid/v1/openai"
+    with pytest.raises(ConnectionFailedError) as raised:
+        extract(["name P"], SCHEMA, api_key="sk-x", base_url=url, fast=fast, retry=NO_WAIT)
+    message = str(raised.value)
+    assert f"cannot connect to {url}: " in message and "no request of this run was answered" in message
+    assert f"through the proxy http://127.0.0.1:{closed_port} (from the proxy variables)" in message
+
+
 class Vanishing:
     """Answers `answers` requests (one per connection), then stops listening: later connections are refused."""
 
