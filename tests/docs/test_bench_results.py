@@ -36,7 +36,7 @@ def test_marked_regions_match_their_results_files(path: Path) -> None:
 
 def test_the_readme_marks_its_benchmark_tables() -> None:
     marked = render_readme.markers(ROOT / "README.md")
-    for name in ("overhead", "select_json", "schema_coverage", "grammar", "stops", "extract"):
+    for name in ("overhead", "select_json", "schema_coverage", "grammar", "stops", "extract", "startup"):
         assert any(m.startswith(f"{name}/") for m in marked), f"no README table from bench/results/{name}.json"
 
 
