@@ -50,7 +50,7 @@ from .thinking import reasoning as reasoning  # `with reasoning("none"): ...` fo
 from .usage import ConstraintStats, DeepInfraUsage
 
 if TYPE_CHECKING:
-    from .extraction.api import aextract, extract
+    from .extraction.api import aextract, estimate_extraction, extract
     from .interpreter.logprobs import OptionProb
     from .lowering.schema_json import json as json
     from .model import DeepInfra
@@ -63,6 +63,7 @@ _LAZY = {
     "DeepInfra": "model",
     "extract": "extraction.api",  # one json() program per input, concurrent and resumable
     "aextract": "extraction.api",  # the same, awaited in asyncio programs
+    "estimate_extraction": "extraction.api",  # requests, tokens and cost of a batch, before anything is sent
     "OptionProb": "interpreter.logprobs",
     "json": "lowering.schema_json",  # guidance json() without llguidance build-time refusals
     "option_probs": "probabilities",  # every select option's probability, from one call
@@ -120,6 +121,7 @@ __all__ = [
     "UnsupportedFeatureError",
     "UnsupportedFeatureWarning",
     "aextract",
+    "estimate_extraction",
     "declare_profile",
     "enum_confidence",
     "extract",

@@ -243,6 +243,14 @@ def test_public_module_paths_import(path: str, names: list[str]) -> None:
     assert not missing, f"{PACKAGE}.{path} lacks {missing}"
 
 
+def test_every_public_name_of_the_package_resolves() -> None:
+    missing = [name for name in guidance_deepinfra.__all__ if not hasattr(guidance_deepinfra, name)]
+    assert not missing, missing
+    from guidance_deepinfra.extraction.api import estimate_extraction
+
+    assert guidance_deepinfra.estimate_extraction is estimate_extraction
+
+
 def test_guidance_models_gains_deepinfra() -> None:
     import guidance.models
 
