@@ -183,12 +183,14 @@ class ResponseCache:
             return None
         try:
             connection = self._connection()
-            row = connection.execute(
+            # fetchall steps the statement to its end, so it holds no read transaction open on this thread's
+            # connection when the UPDATE below writes (which could then not commit, keeping the write lock)
+            rows = connection.execute(
                 "SELECT answer FROM answers WHERE key = ? AND occurrence = ?", (key, occurrence)
-            ).fetchone()
-            if row is None:
+            ).fetchall()
+            if not rows:
                 return None
-            answer = _unpacked(row[0])
+            answer = _unpacked(rows[0][0])
         except (sqlite3.Error, OSError, ValueError, zlib.error) as exc:
             self._unreadable(exc)
             return None
@@ -290,7 +292,7 @@ class ResponseCache:
                 estimate += size
                 self._stored_estimate = estimate
         if estimate is None:
-            estimate = int(connection.execute("SELECT total(size) FROM answers").fetchone()[0])
+            estimate = int(connection.execute("SELECT total(size) FROM answers").fetchall()[0][0])
         if estimate > self.max_bytes:
             estimate = self._evict(connection)
         with self._lock:
@@ -300,7 +302,7 @@ class ResponseCache:
         """Delete the least recently used answers down to 90% of `max_bytes`; return what is left."""
         target = int(self.max_bytes * 0.9)
         with _immediate(connection):
-            total = int(connection.execute("SELECT total(size) FROM answers").fetchone()[0])
+            total = int(connection.execute("SELECT total(size) FROM answers").fetchall()[0][0])
             doomed = []
             for key, occurrence, size in connection.execute(
                 "SELECT key, occurrence, size FROM answers ORDER BY used ASC"
@@ -332,7 +334,7 @@ class ResponseCache:
         connection = self._connection()
         answers, distinct, stored, oldest, newest = connection.execute(
             "SELECT count(*), count(DISTINCT key), total(size), min(created), max(created) FROM answers"
-        ).fetchone()
+        ).fetchall()[0]
         files = [self.path, self.path.with_name(self.path.name + "-wal")]
         return CacheInfo(
             path=self.path,
