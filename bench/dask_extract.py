@@ -4,18 +4,15 @@ The fake server runs in its own process and answers each request after 200 ms, s
 ``budget / 0.2`` records per second; it counts the requests in flight and reports their peak. Each row
 extracts the same JSONL file into a fresh output: ``extract()`` at ``concurrency=budget`` reading the file,
 and ``extract_on_dask(..., shards=8, budget=budget)`` on a LocalCluster started before the clock starts.
-Rows: records/s, its ratio to the ideal, to the median one-process row, and the peak in flight at the
-server, for each of `--rounds` rounds (each round runs the three in turn).
+Rows: records/s, its ratio to the ideal, to the one-process row, and the peak in flight at the server.
 
-Usage: ``python bench/dask_extract.py [--inputs 4000] [--budget 200] [--latency 0.2] [--rounds 3]``.
+Usage: ``python bench/dask_extract.py [--inputs 4000] [--budget 200] [--latency 0.2]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -75,7 +72,7 @@ def one_process(inputs: Path, out: Path, base_url: str, budget: int) -> int:
 
     results = extract(
         read_inputs(inputs), SCHEMA, model="bench/model", base_url=base_url, api_key="sk-bench",
-        concurrency=budget, output=out.with_suffix(".jsonl"), logprobs=False,
+        concurrency=budget, output=out / "one.jsonl", logprobs=False,
     )  # fmt: skip
     return sum(1 for r in results if r)
 
@@ -95,60 +92,50 @@ def main() -> None:
     parser.add_argument("--inputs", type=int, default=4000)
     parser.add_argument("--budget", type=int, default=200)
     parser.add_argument("--latency", type=float, default=0.2)
-    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     import distributed
 
-    figures: dict[str, Any] = {"load_start": f"{os.getloadavg()[0]:.1f}"}
     server = Server(args.latency)
     ideal = args.budget / args.latency
     rows: list[list[str]] = []
+    figures: dict[str, Any] = {}
     try:
         with tempfile.TemporaryDirectory() as tmp:
             inputs = Path(tmp) / "in.jsonl"
             inputs.write_text(
                 "".join(json.dumps({"id": f"r{i}", "text": f"name=P{i} age={i}"}) + "\n" for i in range(args.inputs))
             )
-            measured: list[tuple[str, int, float, int, int]] = []
-            for round_ in range(1, args.rounds + 1):
-                server.stats()
-                start = time.perf_counter()
-                done = one_process(inputs, Path(tmp) / f"one-{round_}", server.base_url, args.budget)
-                elapsed = time.perf_counter() - start
-                measured.append(("one process, extract()", round_, elapsed, done, server.stats()["peak"]))
-                for workers in (2, 4):
-                    cluster = distributed.LocalCluster(
-                        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=50
-                    )
-                    client = distributed.Client(cluster)
-                    try:
-                        client.run(lambda: __import__("guidance_deepinfra.extraction.api"))  # imports before the clock
-                        out = Path(tmp) / f"dask-{workers}-{round_}"
-                        start = time.perf_counter()
-                        done = on_dask(client, inputs, out, server.base_url, args.budget)
-                        elapsed = time.perf_counter() - start
-                        name = f"Dask, {workers} workers, 8 shards"
-                        measured.append((name, round_, elapsed, done, server.stats()["peak"]))
-                    finally:
-                        client.close()
-                        cluster.close()
+            measured: list[tuple[str, float, int, int]] = []
+            server.stats()
+            start = time.perf_counter()
+            done = one_process(inputs, Path(tmp), server.base_url, args.budget)
+            measured.append(("one process, extract()", time.perf_counter() - start, done, server.stats()["peak"]))
+            for workers in (2, 4):
+                cluster = distributed.LocalCluster(
+                    n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=50
+                )
+                client = distributed.Client(cluster)
+                try:
+                    client.run(lambda: __import__("guidance_deepinfra.extraction.api"))  # imports before the clock
+                    out = Path(tmp) / f"dask-{workers}"
+                    start = time.perf_counter()
+                    done = on_dask(client, inputs, out, server.base_url, args.budget)
+                    elapsed = time.perf_counter() - start
+                    measured.append((f"Dask, {workers} workers, 8 shards", elapsed, done, server.stats()["peak"]))
+                finally:
+                    client.close()
+                    cluster.close()
     finally:
         server.close()
-    rates = {name: [args.inputs / e for n, _, e, _, _ in measured if n == name] for name, *_ in measured}
-    baseline = statistics.median(rates["one process, extract()"])
-    for name, round_, elapsed, done, peak in measured:
+    baseline = args.inputs / measured[0][1]
+    for name, elapsed, done, peak in measured:
         rate = args.inputs / elapsed
         rows.append(
-            [name, str(round_), str(done), f"{rate:.0f}", f"{rate / ideal:.2f}", f"{rate / baseline:.2f}",
-             f"{peak} / {args.budget}"]
-        )  # fmt: skip
-    for name, values in rates.items():
-        key = "one_process" if "workers" not in name else f"dask_{name.split()[1]}"
-        figures[f"{key}_median"] = f"{statistics.median(values):.0f}"
-        figures[f"{key}_ratio"] = f"{statistics.median(values) / baseline:.2f}"
-    figures["load_end"] = f"{os.getloadavg()[0]:.1f}"
-    header = ["run", "round", "records", "rec/s", "ratio to ideal", "ratio to median one process"]
-    header.append("peak in flight / budget")
+            [name, str(done), f"{rate:.0f}", f"{rate / ideal:.2f}", f"{rate / baseline:.2f}", f"{peak} / {args.budget}"]
+        )
+        key = name.split(",")[0].replace(" ", "_") + ("" if "workers" not in name else f"_{name.split()[1]}")
+        figures[f"{key}_ratio"] = f"{rate / ideal:.2f}"
+    header = ["run", "records", "rec/s", "ratio to ideal", "ratio to one process", "peak in flight / budget"]
     for row in [header, *rows]:
         print(" | ".join(row))
     write_results("dask_extract", {"runs": table(header, rows)}, figures=figures)

@@ -340,7 +340,7 @@ async def _run_batch(
             if max_cost is not None and max_cost <= 0:
                 batch.stop()
             if window is not None:
-                steering = asyncio.ensure_future(window.steer(batch.resize, batch.draining))
+                steering = asyncio.ensure_future(window.steer(batch.resize))
                 stack.push_async_callback(_cancelled, steering)
             await batch.run(feed, skip)
     finally:

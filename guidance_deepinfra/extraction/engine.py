@@ -286,11 +286,6 @@ class Batch:
         while self.limiter.in_flight > ceiling:
             await asyncio.sleep(0.01)
 
-    def draining(self) -> int | None:
-        """The requests in flight once every input has been taken (None before): the rest of the window is
-        idle until the batch ends, except for an input run again after a transient failure."""
-        return self.limiter.in_flight if self._feed_done else None
-
     # ----------------------------------------------------------------- workers
 
     def _add_workers(self) -> None:

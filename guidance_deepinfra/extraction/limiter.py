@@ -53,10 +53,9 @@ class SharedWindow(Protocol):
     async def open(self) -> int:
         """Take a first share, waiting for one if the budget is all held; its size (at least 1)."""
 
-    async def steer(self, resize: Callable[[int], Awaitable[None]], draining: Callable[[], int | None]) -> None:
+    async def steer(self, resize: Callable[[int], Awaitable[None]]) -> None:
         """Run beside the batch, growing or shrinking the share: `resize` is awaited after slots are
-        taken and before any is handed back (it returns once the requests in flight fit); `draining` gives
-        the requests in flight once every input has started (the share past them is idle), else None."""
+        taken and before any is handed back (it returns once the requests in flight fit)."""
 
     async def close(self) -> None:
         """Hand the whole share back (the batch is over)."""
