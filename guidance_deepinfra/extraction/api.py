@@ -42,7 +42,7 @@ from .budget import CostMeter, Estimate, dry_run
 from .engine import Batch, Counts, Done, Failed, Outcome, Record, Retry, Slot, Task
 from .fast import FastExtractor
 from .inputs import Item, items_from, read_inputs
-from .limiter import DEEPINFRA_MAX_CONCURRENCY, AdaptiveLimiter, SharedWindow
+from .limiter import DEEPINFRA_MAX_CONCURRENCY, AdaptiveLimiter
 from .limiter import DEFAULT_CONCURRENCY as DEFAULT_CONCURRENCY  # requests in flight by default
 from .program import DEFAULT_INSTRUCTIONS, Extractor
 from .records import RecordLog, read_records
@@ -168,15 +168,10 @@ async def arun_extraction(
     collect: bool = True,
     on_progress: Callable[[Counts, AdaptiveLimiter, int], None] | None = None,
     on_start: Callable[[set[str]], None] | None = None,
-    window: SharedWindow | None = None,
     **model_options: Any,
 ) -> ExtractionResults:
-    """`aextract` over prepared items; the CLI calls this with ``collect=False`` and a progress callback.
-
-    With `window` the bound on requests in flight is a share of a budget held with other batches (Dask's
-    shards): `concurrency` is ignored, the share is taken before the first request and follows the window.
-    """
-    check_concurrency(window.most if window is not None else concurrency)
+    """`aextract` over prepared items; the CLI calls this with ``collect=False`` and a progress callback."""
+    check_concurrency(concurrency)
     if not isinstance(confidence, bool):
         raise ConfigurationError(f"confidence must be True or False, got {confidence!r}")
     if confidence and model_options.get("logprobs") is False:
@@ -188,44 +183,6 @@ async def arun_extraction(
     check_max_cost(max_cost)
     parsed = Schema(schema)
     base = make_model(model, api_key=api_key, base_url=base_url, retry=retry, model_options=dict(model_options))
-    most = concurrency
-    if window is not None:
-        most = window.most
-        concurrency = await window.open()
-    try:
-        return await _run_batch(
-            items, parsed, base, concurrency, most, window,
-            instructions=instructions, max_attempts=max_attempts, max_requeues=max_requeues, output=output,
-            errors=errors, max_tokens=max_tokens, temperature=temperature, fast=fast, confidence=confidence,
-            max_cost=max_cost, collect=collect, on_progress=on_progress, on_start=on_start,
-        )  # fmt: skip
-    finally:
-        if window is not None:
-            await window.close()
-
-
-async def _run_batch(
-    items: Iterable[Item],
-    parsed: Schema,
-    base: DeepInfra,
-    concurrency: int,
-    most: int,
-    window: SharedWindow | None,
-    *,
-    instructions: str | None,
-    max_attempts: int,
-    max_requeues: int,
-    output: str | Path | None,
-    errors: str | Path | None,
-    max_tokens: int | None,
-    temperature: float | None,
-    fast: bool,
-    confidence: bool,
-    max_cost: float | None,
-    collect: bool,
-    on_progress: Callable[[Counts, AdaptiveLimiter, int], None] | None,
-    on_start: Callable[[set[str]], None] | None,
-) -> ExtractionResults:
     limiter = AdaptiveLimiter(concurrency)
     task: Task
     rate_limited_before = base.transport.stats.rate_limited
@@ -242,9 +199,9 @@ async def _run_batch(
             "send every request through it, or drop http_client to use the fast path"
         )
     if fast:
-        task = FastExtractor(base, parsed, connections=most + 8, **options)  # type: ignore[arg-type]
+        task = FastExtractor(base, parsed, connections=concurrency + 8, **options)  # type: ignore[arg-type]
     else:
-        task = _InThreads(Extractor(base, parsed, **options), threads=most)  # type: ignore[arg-type]
+        task = _InThreads(Extractor(base, parsed, **options), threads=concurrency)  # type: ignore[arg-type]
 
     def rate_limited() -> int:
         return base.transport.stats.rate_limited - rate_limited_before
@@ -339,9 +296,6 @@ async def _run_batch(
             )
             if max_cost is not None and max_cost <= 0:
                 batch.stop()
-            if window is not None:
-                steering = asyncio.ensure_future(window.steer(batch.resize))
-                stack.push_async_callback(_cancelled, steering)
             await batch.run(feed, skip)
     finally:
         for log in (results_log, errors_log):
@@ -374,15 +328,6 @@ async def _run_batch(
         stopped_at_cost=stopped_at_cost,
         not_started=not_started,
     )
-
-
-async def _cancelled(task: asyncio.Future[None]) -> None:
-    """Stop `task` and wait for it (an error it raised before being stopped is raised here)."""
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        pass
 
 
 def check_max_cost(max_cost: float | None) -> None:

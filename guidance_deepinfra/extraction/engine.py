@@ -275,17 +275,6 @@ class Batch:
             self._stop_event.set()
         self.limiter.wake()
 
-    async def resize(self, ceiling: int) -> None:
-        """Hold at most `ceiling` requests in flight from now on; returns once at most that many are.
-
-        Used when the batch's bound is its share of a budget held with other processes (`SharedWindow`):
-        a share may be handed back only once the requests it covered are over.
-        """
-        self.limiter.resize(ceiling)
-        self._add_workers()
-        while self.limiter.in_flight > ceiling:
-            await asyncio.sleep(0.01)
-
     # ----------------------------------------------------------------- workers
 
     def _add_workers(self) -> None:

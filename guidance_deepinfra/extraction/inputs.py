@@ -137,106 +137,36 @@ def _bad(item_id: str, source: str, line: int | None, problem: str) -> Item:
     return Item(item_id, "", source=source, line=line, problem=problem)
 
 
-class Span:
-    """The lines of a JSONL file that start in ``[start, end)`` bytes: one shard's part, read by it alone.
-
-    `start` is moved to the first line start at or after it when reading begins (reading the rest of the
-    line before, at most one line of another shard), and the last line is read to its end even past `end`,
-    so every line belongs to exactly one span. Line numbers are known from the span's start only: the
-    number of its first line is counted (newlines before `start`, nothing parsed) the first time a record
-    needs one for its id or its problem, so a file whose records carry ids is never read outside the span.
-    `bytes_read` and `lines_read` count what the span's own reading took.
-    """
-
-    def __init__(self, path: Path, start: int, end: int) -> None:
-        self.path = path
-        self.start = start
-        self.end = end
-        self.bytes_read = 0
-        self.lines_read = 0
-        self._base: int | None = None
-
-    def lines(self, file: BinaryIO) -> Iterator[tuple[int, int, bytes]]:
-        """(line number within the span from 1, byte offset, raw line) of each line of the span."""
-        offset = self.start
-        if offset > 0:
-            file.seek(offset - 1)
-            skipped = file.readline()  # the end of the line before (or just its newline)
-            self.bytes_read += len(skipped)
-            offset += len(skipped) - 1
-        self.start = offset
-        number = 0
-        while offset < self.end:
-            raw = file.readline()
-            if not raw:
-                return
-            number += 1
-            self.bytes_read += len(raw)
-            self.lines_read += 1
-            yield number, offset, raw
-            offset += len(raw)
-
-    def known(self, number: int) -> int | None:
-        """The file's line number of the span's `number`-th line if known without reading, else None."""
-        if self.start == 0:
-            self._base = 0
-        return None if self._base is None else self._base + number
-
-    def line_of(self, number: int) -> int:
-        """The file's line number of the span's `number`-th line."""
-        if self._base is None:
-            before = 0
-            with self.path.open("rb") as file:
-                remaining = self.start
-                while remaining > 0 and (chunk := file.read(min(remaining, 1 << 20))):
-                    before += chunk.count(b"\n")
-                    remaining -= len(chunk)
-            self._base = before
-        return self._base + number
-
-
-def _read_jsonl(path: Path, id_field: str, text_field: str, span: Span | None = None) -> Iterator[Item]:
+def _read_jsonl(path: Path, id_field: str, text_field: str) -> Iterator[Item]:
     with path.open("rb") as file:
-        lines = ((n, 0, raw) for n, raw in enumerate(file, 1)) if span is None else span.lines(file)
-        for relative, offset, raw in lines:
+        for number, raw in enumerate(file, 1):
+            where = f"{path.name}:{number}"
+            fallback_id = f"line-{number}"
             if not raw.strip():
                 continue
-
-            def exact(relative: int = relative) -> int:
-                return relative if span is None else span.line_of(relative)
-
-            def bad(problem: str, item_id: str | None = None) -> Item:
-                number = exact()
-                return _bad(f"line-{number}" if item_id is None else item_id, f"{path.name}:{number}", number, problem)
-
             try:
                 record = json.loads(raw.decode("utf-8"))
             except UnicodeDecodeError as exc:
-                yield bad(f"not UTF-8: {exc.reason} at byte {exc.start}")
+                yield _bad(fallback_id, where, number, f"not UTF-8: {exc.reason} at byte {exc.start}")
                 continue
             except ValueError as exc:
-                yield bad(f"malformed JSON: {exc}")
+                yield _bad(fallback_id, where, number, f"malformed JSON: {exc}")
                 continue
             if isinstance(record, str):
-                number = exact()
-                yield Item(f"line-{number}", record, source=f"{path.name}:{number}", line=number)
+                yield Item(fallback_id, record, source=where, line=number)
                 continue
             if not isinstance(record, dict):
-                yield bad(f"expected a JSON object, got {type(record).__name__}")
+                yield _bad(fallback_id, where, number, f"expected a JSON object, got {type(record).__name__}")
                 continue
-            value = record.get(id_field)
-            item_id = _id_of(value, f"line-{exact()}" if value is None else "")
+            item_id = _id_of(record.get(id_field), fallback_id)
             text = record.get(text_field)
             if item_id is None:
-                yield bad(f"field {id_field!r} must be a string or an integer")
+                yield _bad(fallback_id, where, number, f"field {id_field!r} must be a string or an integer")
             elif not isinstance(text, str):
-                wrong = f"no {text_field!r} field" if text is None else f"field {text_field!r} is not a string"
-                yield bad(wrong, item_id)
-            elif (known := relative if span is None else span.known(relative)) is not None or value is None:
-                line = exact() if known is None else known
-                yield Item(item_id, text, source=f"{path.name}:{line}", line=line)
-            else:  # where it is, without counting the lines before the span
-                yield Item(item_id, text, source=f"{path.name}@{offset}")
+                problem = f"no {text_field!r} field" if text is None else f"field {text_field!r} is not a string"
+                yield _bad(item_id, where, number, problem)
+            else:
+                yield Item(item_id, text, source=where, line=number)
 
 
 def _id_of(value: Any, fallback: str) -> str | None:
@@ -360,16 +290,11 @@ def _read_csv(path: Path, id_field: str, text_field: str) -> Iterator[Item]:
             number, offset = restart
 
 
-def txt_files(path: Path) -> list[Path]:
-    """The ``*.txt`` files below a directory, in the order they are read."""
+def _read_txt_dir(path: Path) -> Iterator[Item]:
     files = sorted(p for p in path.rglob("*.txt") if p.is_file())
     if not files:
         raise ConfigurationError(f"input directory {str(path)!r} holds no .txt files")
-    return files
-
-
-def _read_txt_dir(path: Path, files: list[Path] | None = None) -> Iterator[Item]:
-    for file in txt_files(path) if files is None else files:
+    for file in files:
         item_id = file.relative_to(path).as_posix()
         try:
             text = file.read_bytes().decode("utf-8")

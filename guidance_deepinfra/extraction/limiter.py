@@ -27,8 +27,7 @@ import asyncio
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
-from typing import Protocol
+from collections.abc import Callable
 
 #: DeepInfra's documented limit of concurrent requests per model and account.
 DEEPINFRA_MAX_CONCURRENCY = 200
@@ -38,27 +37,6 @@ DEFAULT_CONCURRENCY = 32
 
 #: Window gained per successful request (a quarter slot: x1.25 per round trip below the user's bound).
 DEFAULT_INCREASE = 0.25
-
-
-class SharedWindow(Protocol):
-    """A batch's share of an in-flight budget held together with other batches, in other processes.
-
-    Extraction on Dask leases one (`extraction.dask.LeasedWindow`): the shards that run split the budget,
-    and a share follows how many run. The batch never has more requests in flight than its share.
-    """
-
-    #: The largest share it may ever hold (sizes the connection pool).
-    most: int
-
-    async def open(self) -> int:
-        """Take a first share, waiting for one if the budget is all held; its size (at least 1)."""
-
-    async def steer(self, resize: Callable[[int], Awaitable[None]]) -> None:
-        """Run beside the batch, growing or shrinking the share: `resize` is awaited after slots are
-        taken and before any is handed back (it returns once the requests in flight fit)."""
-
-    async def close(self) -> None:
-        """Hand the whole share back (the batch is over)."""
 
 
 class AdaptiveLimiter:
@@ -139,20 +117,6 @@ class AdaptiveLimiter:
         self.lowest = min(self.lowest, self.window)
         if pause > 0:
             self._paused_until = max(self._paused_until, now + pause)
-        self._wake()
-
-    def resize(self, ceiling: int) -> None:
-        """Move the bound itself (a share of a budget held with others grew or shrank).
-
-        Growing adds the new slots to the window as it stands (a cut by 429s stays a cut); shrinking caps
-        it at once, so no new request starts until those in flight are below the new bound.
-        """
-        if ceiling < self.floor:
-            raise ValueError(f"need ceiling >= floor ({self.floor}), got {ceiling}")
-        if ceiling > self.ceiling:
-            self.limit += ceiling - self.ceiling
-        self.ceiling = ceiling
-        self.limit = min(self.limit, float(ceiling))
         self._wake()
 
     # ----------------------------------------------------------------- waiting (asyncio)
