@@ -55,16 +55,22 @@ def assistant_text(lm) -> str:
     return str(lm).split("<|im_start|>assistant\n", 1)[1].removesuffix("<|im_end|>\n")
 
 
-@pytest.mark.parametrize("case", list(CASES))
-def test_each_part_is_sampled_at_its_own_temperature(fake, make_model, case: str) -> None:
-    program, answer, replies, sent = CASES[case]
-    fake.push(*(Reply.text(r) for r in replies))
+def run_split(make_model, program: Any):
+    """The program in an assistant turn, its grammar checked on the client (no server-side pattern)."""
     lm = make_model()
     lm._interpreter.grammar_options = LadderOptions(server=False)
     with user():
         lm += "Go."
     with assistant():
         lm += program
+    return lm
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_each_part_is_sampled_at_its_own_temperature(fake, make_model, case: str) -> None:
+    program, answer, replies, sent = CASES[case]
+    fake.push(*(Reply.text(r) for r in replies))
+    lm = run_split(make_model, program)
     text, captures = local_run(program, answer)
     assert {name: lm.get(name) for name in captures} == captures
     assert assistant_text(lm) == text.removesuffix("<|im_end|>\n")
@@ -77,12 +83,7 @@ def test_each_part_is_sampled_at_its_own_temperature(fake, make_model, case: str
 def test_the_second_request_continues_the_text_before_it(fake, make_model) -> None:
     program, _, replies, _ = CASES["regex then gen"]
     fake.push(*(Reply.text(r) for r in replies))
-    lm = make_model()
-    lm._interpreter.grammar_options = LadderOptions(server=False)
-    with user():
-        lm += "Go."
-    with assistant():
-        lm += program
+    run_split(make_model, program)
     assert fake.requests[1]["messages"][-1] == {"role": "assistant", "content": "42 and "}
 
 
@@ -90,12 +91,7 @@ def test_the_second_request_continues_the_text_before_it(fake, make_model) -> No
 def test_split_requests_on_a_reasoning_model(fake, make_model, shape: str) -> None:
     program, answer, replies, sent = CASES["lark rules with their own temperatures"]
     fake.push(*(Reply.text(r, reasoning="Hmm, let me think.", reasoning_as=shape) for r in replies))  # type: ignore[arg-type]
-    lm = make_model()
-    lm._interpreter.grammar_options = LadderOptions(server=False)
-    with user():
-        lm += "Go."
-    with assistant():
-        lm += program
+    lm = run_split(make_model, program)
     assert (lm["num"], lm["word"]) == ("42", "abc")
     assert "think" not in str(fake.requests[1]["messages"]) and len(lm.reasoning) == 2
 
